@@ -1,0 +1,735 @@
+//! A BackupPC transfer through bpc-ovz: parse the request, locate the VE, probe the HN, build the
+//! plan, run it, and turn the result into one exit code and a few clear log lines.
+//!
+//! This is the glue; the knowledge lives in `rsync_args` (what BackupPC asked), `locate`/`openvz`
+//! (where the VE is), `lvm`/`snapshot` (how to snapshot it), `plan`/`exec` (how steps run) and
+//! `ssh`/`relay` (how bytes move).
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, Hn};
+use crate::exec::{Event, Executor, GuardIo, Outcome, TransferResult};
+use crate::locate::{self, Located};
+use crate::lvm::{self, Lv, Mount, Vg};
+use crate::openvz::{self, ListedVe, VeId};
+use crate::plan::{Action, Phase, Plan, Step, guard_command};
+use crate::quote::{RemoteCmd, quote};
+use crate::relay::{StderrSink, relay};
+use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
+use crate::snapshot::{HN_STATE_DIR, LvmThick, Quiesce, SNAP_PREFIX, SnapshotBackend, StopStart};
+use crate::ssh::{ExitOutcome, RemoteProc, Session};
+use crate::{EXIT_CLEANUP, EXIT_HN_STEP, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_SIGNAL, EXIT_TORN};
+
+/// Who called us; decides where diagnostics and the remote stderr may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// BackupPC 4 (`bpc-ovz ssh` as the `-e` program): fd 2 goes to the XferLOG.
+    Ssh,
+    /// BackupPC 3 (`bpc-ovz server ...`): fds 0, 1, 2 are one socket; fd 2 is protocol.
+    Server,
+}
+
+/// One transfer request.
+pub struct Request {
+    pub host: String,
+    /// The remote command words, split as the remote shell would split them.
+    pub words: Vec<String>,
+    pub caller: Caller,
+    /// `server restore` was given (BackupPC 3 form).
+    pub restore_keyword: bool,
+}
+
+/// An error that ends the run: one line for the admin, and the exit code.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl Fail {
+    fn new(code: i32, msg: impl Into<String>) -> Fail {
+        Fail { code, msg: msg.into() }
+    }
+}
+
+/// Everything the plan is built from, read from the HN before anything changes there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VeFacts {
+    pub hn: Hn,
+    pub listed: ListedVe,
+    pub veid: VeId,
+    pub running: bool,
+    pub private: String,
+    pub private_resolved: String,
+    pub ve_root: String,
+    pub lockdir: String,
+    pub conf_file: String,
+    pub action_scripts: Vec<String>,
+    pub mount: Mount,
+    pub lv: Lv,
+    pub vg: Vg,
+    pub warnings: Vec<String>,
+}
+
+/// Split marker-delimited sections (`M sec NAME` lines) of a probe's output.
+fn sections(text: &str, marker: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    let mut buf = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(" sec ")) {
+            if let Some(c) = cur.take() {
+                out.insert(c, std::mem::take(&mut buf));
+            }
+            cur = Some(rest.trim().to_string());
+        } else if cur.is_some() {
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    if let Some(c) = cur {
+        out.insert(c, buf);
+    }
+    out
+}
+
+/// Read the VE's configuration, run state and storage from its HN.
+pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFacts, Fail> {
+    let veid = listed.veid.clone();
+    let m = format!("@@{}", crate::nonce());
+    let id = quote(veid.as_str());
+    let mq = quote(&m);
+    let conf_file = format!("/etc/vz/conf/{veid}.conf");
+    let script = format!(
+        "echo {mq} sec status; vzctl status {id} 2>&1; echo {mq} sec vzconf; cat /etc/vz/vz.conf 2>&1; \
+         echo {mq} sec conf; cat {cf} 2>&1; echo {mq} sec end",
+        cf = quote(&conf_file)
+    );
+    let hn_err = |e: crate::ssh::SshError| Fail::new(255, format!("{}: {e}", hn.name));
+    let out = session.exec(&script, b"").await.map_err(hn_err)?;
+    let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    let status = sec.get("status").and_then(|s| openvz::parse_vzctl_status(s)).ok_or_else(|| {
+        Fail::new(EXIT_HN_STEP, format!("{}: cannot read `vzctl status {veid}`: {}", hn.name, first_line(sec.get("status"))))
+    })?;
+    if !status.exists {
+        return Err(Fail::new(EXIT_NOT_FOUND, format!("{}: VE {veid} does not exist (vzctl status)", hn.name)));
+    }
+    let global = openvz::parse_conf(sec.get("vzconf").map(String::as_str).unwrap_or(""), &veid);
+    let own = openvz::parse_conf(sec.get("conf").map(String::as_str).unwrap_or(""), &veid);
+    let get = |k: &str, default: String| own.get(k).or_else(|| global.get(k)).cloned().unwrap_or(default);
+    let private = get("VE_PRIVATE", format!("/var/lib/vz/private/{veid}"));
+    let ve_root = get("VE_ROOT", format!("/var/lib/vz/root/{veid}"));
+    let lockdir = get("LOCKDIR", "/var/lib/vz/lock".into());
+    for (k, v) in [("VE_PRIVATE", &private), ("VE_ROOT", &ve_root), ("LOCKDIR", &lockdir)] {
+        if !v.starts_with('/') || v.contains('\n') || v.split('/').any(|c| c == "..") {
+            return Err(Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: {k}={v:?} is not a clean absolute path", hn.name)));
+        }
+    }
+
+    let script = format!(
+        "echo {mq} sec private; readlink -f -- {p} 2>&1; echo {mq} sec mountinfo; cat /proc/self/mountinfo; \
+         echo {mq} sec lvs; {lvs} 2>&1; echo {mq} sec vgs; {vgs} 2>&1; echo {mq} sec scripts; \
+         for x in start stop mount umount; do [ -f /etc/vz/conf/{id}.$x ] && echo $x; done; echo {mq} sec end",
+        p = quote(&private),
+        lvs = RemoteCmd::new("lvs").args(&lvm::lvs_args()[1..]),
+        vgs = RemoteCmd::new("vgs").args(&lvm::vgs_args()[1..]),
+    );
+    let out = session.exec(&script, b"").await.map_err(hn_err)?;
+    let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    let resolved = sec.get("private").map(|s| s.trim().to_string()).unwrap_or_default();
+    if !resolved.starts_with('/') || resolved.contains('\n') {
+        return Err(Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: VE_PRIVATE {private} cannot be resolved: {resolved}", hn.name)));
+    }
+    let mounts = lvm::parse_mountinfo(sec.get("mountinfo").map(String::as_str).unwrap_or(""));
+    let (lvs, mut warnings) = lvm::parse_lvs(sec.get("lvs").map(String::as_str).unwrap_or(""));
+    let vgs = lvm::parse_vgs(sec.get("vgs").map(String::as_str).unwrap_or(""));
+    let mount = lvm::mount_for(&mounts, &resolved).cloned().ok_or_else(|| {
+        Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: no mount holds {resolved}", hn.name))
+    })?;
+    let lv = lvm::lv_for_mount(&lvs, &mount).cloned().ok_or_else(|| {
+        Fail::new(
+            EXIT_PRECONDITION,
+            format!(
+                "{}: VE {veid}: {resolved} is on {} ({} at {}), which is not an LVM logical volume: no snapshot possible",
+                hn.name, mount.source, mount.fstype, mount.mount_point
+            ),
+        )
+    })?;
+    if lv.attr.starts_with('s') || lv.attr.starts_with('S') {
+        return Err(Fail::new(EXIT_PRECONDITION, format!("{}: VE {veid}: {resolved} is on a snapshot LV", hn.name)));
+    }
+    let vg = vgs.iter().find(|v| v.name == lv.vg).cloned().ok_or_else(|| {
+        Fail::new(EXIT_HN_STEP, format!("{}: volume group {} not listed by vgs", hn.name, lv.vg))
+    })?;
+    let action_scripts = sec
+        .get("scripts")
+        .map(|s| s.lines().map(str::trim).filter(|l| ["start", "stop", "mount", "umount"].contains(l)).map(String::from).collect())
+        .unwrap_or_default();
+    warnings.retain(|w| !w.is_empty());
+    Ok(VeFacts {
+        hn: hn.clone(),
+        listed: listed.clone(),
+        veid,
+        running: status.running,
+        private,
+        private_resolved: resolved,
+        ve_root,
+        lockdir,
+        conf_file,
+        action_scripts,
+        mount,
+        lv,
+        vg,
+        warnings,
+    })
+}
+
+fn first_line(s: Option<&String>) -> String {
+    s.and_then(|s| s.lines().find(|l| !l.trim().is_empty())).unwrap_or("no output").trim().to_string()
+}
+
+/// What the transfer will do, once the paths are known.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub server: RsyncServer,
+    pub protected: Option<ProtectedArgs>,
+    /// Bytes read from stdin past the protect-args block (start of the rsync protocol).
+    pub leftover: Vec<u8>,
+}
+
+impl Transfer {
+    pub fn paths(&self) -> &[String] {
+        match &self.protected {
+            Some(p) => &p.paths,
+            None => &self.server.paths,
+        }
+    }
+    fn options(&self) -> Vec<String> {
+        let mut o = self.server.options.clone();
+        if let Some(p) = &self.protected {
+            o.extend(p.options.iter().cloned());
+        }
+        o
+    }
+}
+
+/// Build the backup plan (stop mode, thick LVM snapshot).
+pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> Result<(Plan, Vec<u8>, String), Fail> {
+    let veid = &facts.veid;
+    let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
+    let mount_point = format!("{HN_STATE_DIR}/mnt/{snap_name}");
+    let backend = LvmThick {
+        vg: facts.lv.vg.clone(),
+        origin: facts.lv.name.clone(),
+        snap_name: snap_name.clone(),
+        size_bytes: cfg.snapshot_size,
+        fstype: facts.mount.fstype.clone(),
+        mount_point: mount_point.clone(),
+        veid: veid.clone(),
+    };
+    let state_file = format!("{HN_STATE_DIR}/state.{snap_name}");
+    let mode = StopStart { veid: veid.clone(), state_file };
+
+    // The VE's private area inside the mounted snapshot.
+    let lvmp = facts.mount.mount_point.trim_end_matches('/');
+    let rel = facts.private_resolved.strip_prefix(lvmp).unwrap_or("").trim_start_matches('/');
+    let snap_root = if rel.is_empty() { mount_point.clone() } else { format!("{mount_point}/{rel}") };
+
+    let relative = rsync_args::is_relative(&t.options());
+    let mut mapped = Vec::new();
+    for p in t.paths() {
+        mapped.push(rsync_args::map_path(p, &snap_root, relative).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?);
+    }
+    let covers_etc = t.paths().iter().any(|p| rsync_args::covers_etc(p));
+
+    let mut warnings = facts.warnings.clone();
+    if !facts.running {
+        warnings.push(format!("VE {veid} is not running: no downtime; it stays stopped"));
+    }
+    if facts.vg.free < cfg.snapshot_size {
+        warnings.push(format!(
+            "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
+            facts.vg.name,
+            facts.vg.free >> 20,
+            cfg.snapshot_size >> 20
+        ));
+    }
+
+    let id = quote(veid.as_str());
+    let mut steps = Vec::new();
+    let lock_file = format!("{HN_STATE_DIR}/ve.{veid}.lock");
+    let per_hn = cfg.per_hn;
+    let qt = cfg.queue_timeout.as_secs();
+    steps.push(Step {
+        id: 1,
+        name: "lock".into(),
+        phase: Phase::Prepare,
+        summary: format!("take the bpc-ovz lock of VE {veid} and one of {per_hn} backup slots of this HN (wait up to {qt}s)"),
+        action: Action::Hn {
+            script: format!(
+                "mkdir -p {base}/mnt || return 30\n\
+                 exec 8>{lf}\n\
+                 if ! flock -n 8; then echo \"VE {veid} is already being backed up or restored by another bpc-ovz\"; exec 8>&-; return 21; fi\n\
+                 waited=0\n\
+                 while :; do\n\
+                 \x20 k=1; got=\n\
+                 \x20 while [ $k -le {per_hn} ]; do exec 7>{base}/slot.$k; if flock -n 7; then got=$k; break; fi; k=$((k+1)); done\n\
+                 \x20 [ -n \"$got\" ] && break\n\
+                 \x20 exec 7>&-\n\
+                 \x20 [ $waited = 0 ] && echo \"all {per_hn} backup slots of this HN are busy; waiting (up to {qt}s)\"\n\
+                 \x20 if orphaned; then exec 8>&-; return 31; fi\n\
+                 \x20 if [ $waited -ge {qt} ]; then echo \"no backup slot of this HN became free within {qt}s (concurrency.per_hn={per_hn})\"; exec 8>&-; return 22; fi\n\
+                 \x20 sleep 1; waited=$((waited+1))\n\
+                 done\n\
+                 say \"data slot $got\"\n\
+                 [ $waited -gt 0 ] && say \"data queued_s $waited\"\n\
+                 return 0",
+                base = HN_STATE_DIR,
+                lf = quote(&lock_file),
+            ),
+        },
+        undo: Some("exec 7>&- 8>&-".into()),
+        holds_locks: true,
+    });
+    steps.push(Step {
+        id: 2,
+        name: "clear-stale".into(),
+        phase: Phase::Prepare,
+        summary: format!("remove snapshots and mounts that earlier, dead runs left for VE {veid}"),
+        action: Action::Hn { script: backend.clear_stale() },
+        undo: None,
+        holds_locks: false,
+    });
+    let vzlock = format!("{}/{veid}.lck", facts.lockdir.trim_end_matches('/'));
+    steps.push(Step {
+        id: 3,
+        name: "preflight".into(),
+        phase: Phase::Prepare,
+        summary: format!("check that vzctl's lock of VE {veid} is free and take it; check room in VG {}", facts.vg.name),
+        action: Action::Hn {
+            script: format!(
+                "L={l}\n\
+                 if [ -f \"$L\" ]; then\n\
+                 \x20 p=$(cat \"$L\" 2>/dev/null); p=$(echo $p)\n\
+                 \x20 if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then echo \"VE {veid} is locked by vzctl (pid $p): a migration or another vzctl job is running\"; return 22; fi\n\
+                 \x20 echo \"removing stale vzctl lock $L (pid $p is gone)\"; rm -f \"$L\"\n\
+                 fi\n\
+                 {room}\n\
+                 mkdir -p {ld} && echo $$ > \"$L.bpcovz.$$\" && ln \"$L.bpcovz.$$\" \"$L\"; rc=$?\n\
+                 rm -f \"$L.bpcovz.$$\"\n\
+                 [ $rc = 0 ] || {{ echo \"cannot take vzctl's lock $L\"; return 22; }}\n\
+                 return 0",
+                l = quote(&vzlock),
+                ld = quote(&facts.lockdir),
+                room = backend.check_room(),
+            ),
+        },
+        undo: Some(format!("L={}\n[ \"$(cat \"$L\" 2>/dev/null)\" = \"$$\" ] && rm -f \"$L\"\nreturn 0", quote(&vzlock))),
+        holds_locks: false,
+    });
+    steps.push(Step {
+        id: 4,
+        name: "downtime".into(),
+        phase: Phase::Downtime,
+        summary: format!(
+            "{} VE {veid} if it runs, create snapshot {}/{snap_name}, start it again at once (one script: no round trip while the VE is down)",
+            mode.name(),
+            facts.vg.name
+        ),
+        action: Action::Hn {
+            script: format!(
+                "{before}\n{{\n{create}\n}}; crc=$?\n{after}\n\
+                 [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\
+                 [ $src = 0 ] || {{ echo \"VE {veid} did not start again (exit $src)\"; return 42; }}\n\
+                 return 0",
+                before = mode.before(),
+                create = backend.create(),
+                after = mode.after(),
+            ),
+        },
+        undo: Some(format!("{}\n{}", mode.ensure(), backend.remove())),
+        holds_locks: false,
+    });
+    steps.push(Step {
+        id: 5,
+        name: "mount".into(),
+        phase: Phase::Snapshot,
+        summary: format!("mount the snapshot on {mount_point}"),
+        action: Action::Hn { script: backend.mount() },
+        undo: Some(backend.umount()),
+        holds_locks: false,
+    });
+    if covers_etc {
+        let etc = format!("{snap_root}/etc");
+        let mut copy = format!("cp {} \"$E/vzdump/\"{} || return 51\n", quote(&facts.conf_file), quote(&format!("{veid}.conf")));
+        for x in &facts.action_scripts {
+            let src = format!("/etc/vz/conf/{veid}.{x}");
+            copy.push_str(&format!(
+                "if [ -f {s} ]; then cp {s} \"$E/vzdump/\"{d} || return 51; fi\n",
+                s = quote(&src),
+                d = quote(&format!("{veid}.{x}"))
+            ));
+        }
+        steps.push(Step {
+            id: 6,
+            name: "add-config".into(),
+            phase: Phase::Snapshot,
+            summary: format!("put the HN-side config of VE {veid} into etc/vzdump/ of the snapshot"),
+            action: Action::Hn {
+                script: format!(
+                    "E={e}\n\
+                     if [ -L \"$E\" ] || [ ! -d \"$E\" ]; then echo \"the VE's /etc is not a plain directory in the snapshot: etc/vzdump not added\"; return 0; fi\n\
+                     rm -rf \"$E/vzdump\" && mkdir \"$E/vzdump\" || return 50\n\
+                     {copy}return 0",
+                    e = quote(&etc),
+                ),
+            },
+            undo: None,
+            holds_locks: false,
+        });
+    }
+    let mut check = format!("R={}\n", quote(&snap_root));
+    check.push_str("for p in");
+    for m in &mapped {
+        check.push(' ');
+        check.push_str(&quote(m));
+    }
+    check.push_str(
+        "; do\n  r=$(readlink -f -- \"$p\") || continue\n  case \"$r\" in \"$R\"|\"$R\"/*) ;; *) echo \"refusing $p: it leads outside the VE (to $r) through a symlink\"; return 60 ;; esac\ndone\nreturn 0",
+    );
+    steps.push(Step {
+        id: 7,
+        name: "check-paths".into(),
+        phase: Phase::Snapshot,
+        summary: "check that every path stays inside the VE (no symlink leads out)".into(),
+        action: Action::Hn { script: check },
+        undo: None,
+        holds_locks: false,
+    });
+
+    // The transfer: the HN's own rsync, reading the snapshot.
+    let (command, prefix, note) = match &t.protected {
+        None => {
+            let c = RemoteCmd::new("rsync").args(&t.server.options).arg(".").args(&mapped);
+            (format!("exec {c}"), t.leftover.clone(), None)
+        }
+        Some(p) => {
+            let c = RemoteCmd::new("rsync").args(&t.server.options);
+            let np = ProtectedArgs { argv0: p.argv0.clone(), options: p.options.clone(), paths: mapped.clone() };
+            let mut bytes = np.encode();
+            bytes.extend_from_slice(&t.leftover);
+            let shown: Vec<String> = np.paths.iter().map(|x| quote(x)).collect();
+            (
+                format!("exec {c}"),
+                bytes,
+                Some(format!("protect-args block rewritten: {} . {}", p.options.join(" "), shown.join(" "))),
+            )
+        }
+    };
+    steps.push(Step {
+        id: 8,
+        name: "transfer".into(),
+        phase: Phase::Transfer,
+        summary: "relay BackupPC's rsync to an rsync --server --sender reading the snapshot".into(),
+        action: Action::Transfer { command: command.clone(), stdin_note: note },
+        undo: None,
+        holds_locks: false,
+    });
+    steps.push(Step {
+        id: 9,
+        name: "verify".into(),
+        phase: Phase::Verify,
+        summary: "fail the backup if the snapshot overflowed during the transfer".into(),
+        action: Action::Hn { script: backend.verify() },
+        undo: None,
+        holds_locks: false,
+    });
+
+    let mut facts_out = vec![
+        ("HN".to_string(), format!("{} ({}:{})", facts.hn.name, facts.hn.host, facts.hn.port)),
+        (
+            "VE".into(),
+            format!(
+                "{veid} ({}, {})",
+                facts.listed.hostname.as_deref().unwrap_or("-"),
+                if facts.running { "running" } else { "not running" }
+            ),
+        ),
+        ("VE_PRIVATE".into(), format!("{} -> {}", facts.private, facts.private_resolved)),
+        ("VE_ROOT".into(), facts.ve_root.clone()),
+        ("LV".into(), format!("{}/{} ({} MiB, {} on {})", facts.lv.vg, facts.lv.name, facts.lv.size >> 20, facts.mount.fstype, facts.mount.mount_point)),
+        ("VG free".into(), format!("{} MiB of {} MiB", facts.vg.free >> 20, facts.vg.size >> 20)),
+        ("mode".into(), mode.name().into()),
+    ];
+    facts_out.extend(backend.describe());
+    facts_out.push(("paths".into(), t.paths().join(" ")));
+    facts_out.push(("etc/vzdump".into(), if covers_etc { "added".into() } else { "not covered".into() }));
+    let plan = Plan {
+        title: format!("bpc-ovz backup plan for {} (VE {veid} on {})", facts.listed.hostname.as_deref().unwrap_or("-"), facts.hn.name),
+        facts: facts_out,
+        warnings,
+        library: mode.library(),
+        steps,
+    };
+    let _ = id;
+    Ok((plan, prefix, command))
+}
+
+/// Adapter: an SSH channel as the guard's byte stream.
+struct ChannelGuard(RemoteProc);
+
+impl GuardIo for ChannelGuard {
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.send(bytes).await.map_err(|e| std::io::Error::other(e.to_string()))
+    }
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.0.next_event().await? {
+                crate::ssh::Event::Stdout(b) | crate::ssh::Event::Stderr(b) => return Some(b.to_vec()),
+                crate::ssh::Event::Exit(_) => continue,
+            }
+        }
+    }
+}
+
+/// Parse and check the request; read the protect-args block if there is one.
+pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Transfer, Fail> {
+    let server = rsync_args::parse(&req.words).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+    if server.direction == Direction::Receive || req.restore_keyword {
+        return Err(Fail::new(
+            EXIT_REFUSED,
+            "restores are not supported yet: this bpc-ovz only serves backups (rsync --server --sender)",
+        ));
+    }
+    let (protected, leftover) = if server.protect_args {
+        let mut f = FdReader(stdin_fd);
+        let (p, rest) = rsync_args::read_protected(&mut f).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+        (Some(p), rest)
+    } else {
+        (None, Vec::new())
+    };
+    let t = Transfer { server, protected, leftover };
+    for p in t.paths() {
+        rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+    }
+    Ok(t)
+}
+
+/// Run one backup transfer end to end. Returns the exit code.
+pub async fn run(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> i32 {
+    match run_inner(cfg, req, cancel).await {
+        Ok(code) => code,
+        Err(f) => {
+            tracing::error!("{}", f.msg);
+            f.code
+        }
+    }
+}
+
+async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> Result<i32, Fail> {
+    let t = prepare_transfer(&req, 0)?;
+    cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
+    let opts = locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
+    let Located { hn, ve, session } =
+        locate::locate(cfg, &opts, &req.host).await.map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
+    tracing::info!("{} is VE {} on {} ({})", req.host, ve.veid, hn.name, ve.status);
+    let facts = probe(&session, &hn, &ve).await?;
+    for w in &facts.warnings {
+        tracing::warn!("{}: {}", hn.name, w);
+    }
+    let run_id = crate::nonce()[..8].to_string();
+    let (plan, prefix, command) = build_plan(cfg, &facts, &t, &run_id)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let nonce = crate::nonce();
+    let guard = session
+        .open(&guard_command(&plan, &nonce))
+        .await
+        .map_err(|e| Fail::new(255, format!("{}: {e}", hn.name)))?;
+    let caller = req.caller;
+    let hn_name = hn.name.clone();
+    let cancel2 = cancel.clone();
+    let session_ref = &session;
+    let transfer = move |_: &Step| async move {
+        let sink = match caller {
+            Caller::Ssh => StderrSink::Fd2,
+            Caller::Server => {
+                let hn = hn_name.clone();
+                StderrSink::Callback(Box::new(move |b: &[u8]| {
+                    for l in String::from_utf8_lossy(b).lines() {
+                        tracing::info!("{hn}: rsync: {l}");
+                    }
+                }))
+            }
+        };
+        match relay(session_ref, &command, prefix, 0, 1, sink, cancel2).await {
+            Ok((ExitOutcome::Exited(c), stats)) => {
+                let c = c as i32;
+                TransferResult {
+                    code: c,
+                    proceed: matches!(c, 0 | 23 | 24),
+                    note: Some(format!("rsync exit {c}, {} bytes sent to BackupPC", stats.bytes_out)),
+                }
+            }
+            Ok((o, _)) => TransferResult { code: 255, proceed: false, note: Some(format!("transfer ended: {o}")) },
+            Err(e) => TransferResult { code: 255, proceed: false, note: Some(e.to_string()) },
+        }
+    };
+    let name = hn.name.clone();
+    let names: BTreeMap<u32, String> = plan.steps.iter().map(|s| (s.id, s.name.clone())).collect();
+    let mut report = move |e: Event| log_event(&name, &names, e);
+    let out = Executor::new(&plan, ChannelGuard(guard), &nonce).run(transfer, cancel, &mut report).await;
+    let code = summarize(&hn, &facts, &plan, &out);
+    session.close().await;
+    Ok(code)
+}
+
+fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
+    let n = |id: u32| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+    match e {
+        Event::StepBegin { id, name } => tracing::debug!("{hn}: step {id} {name}"),
+        Event::Output { id, line } => tracing::info!("{hn}: [{}] {}", n(id), line),
+        Event::Data { .. } => {}
+        Event::StepEnd { id, rc } if rc != 0 => tracing::debug!("{hn}: step {} exited {rc}", n(id)),
+        Event::StepEnd { .. } => {}
+        Event::Undo { id } => tracing::debug!("{hn}: undo {}", n(id)),
+        Event::Undone { id, rc } if rc != 0 => tracing::error!("{hn}: undo of {} failed (exit {rc})", n(id)),
+        Event::Undone { .. } => {}
+        Event::Cancelled => tracing::warn!("{hn}: aborted by signal or EOF; the HN cleans up"),
+        Event::GuardLost => tracing::error!("{hn}: connection to the HN-side guard lost; the HN cleans up by itself"),
+    }
+}
+
+/// One exit code and the closing lines.
+fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
+    let veid = &facts.veid;
+    if let Some(d) = out.datum("downtime_ms") {
+        let parts = out.datum("downtime_parts").map(|p| format!(" ({p})")).unwrap_or_default();
+        if facts.running || d != "0" {
+            tracing::info!("{}: VE {veid} was down for {d} ms{parts}", hn.name);
+        } else {
+            tracing::info!("{}: VE {veid} was not running: no downtime", hn.name);
+        }
+    }
+    if let Some(u) = out.datum("snapshot_usage") {
+        tracing::info!("{}: snapshot usage at the end: {u}%", hn.name);
+    }
+    if let Some(t) = &out.transfer
+        && let Some(n) = &t.note
+    {
+        tracing::info!("{}: {n}", hn.name);
+    }
+    let cleanup_ok = out.unwound && out.undo_failures.is_empty();
+    if !out.undo_failures.is_empty() {
+        tracing::error!(
+            "{}: cleanup incomplete (undo of steps {:?} failed): a snapshot or mount of VE {veid} may be left; the next run or `bpc-ovz sweep` removes it",
+            hn.name,
+            out.undo_failures.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+        );
+    }
+    if out.cancelled {
+        tracing::error!("{}: backup of VE {veid} aborted", hn.name);
+        return EXIT_SIGNAL;
+    }
+    if out.guard_lost && !out.unwound {
+        tracing::error!("{}: connection lost; the HN cleans up by itself (VE restarted, snapshot removed)", hn.name);
+        return 255;
+    }
+    if let Some(f) = &out.failed {
+        let why = f.output.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default();
+        let code = match f.name.as_str() {
+            "lock" | "preflight" => EXIT_PRECONDITION,
+            "verify" => EXIT_TORN,
+            "check-paths" => EXIT_REFUSED,
+            _ => EXIT_HN_STEP,
+        };
+        let step = plan.step(f.id).map(|s| s.name.clone()).unwrap_or_default();
+        tracing::error!("{}: backup of VE {veid} failed at step {step} (exit {}): {why}", hn.name, f.rc);
+        return code;
+    }
+    if let Some(t) = &out.transfer {
+        if t.code != 0 {
+            tracing::error!("{}: rsync failed (exit {})", hn.name, t.code);
+            return t.code;
+        }
+    } else {
+        tracing::error!("{}: the transfer did not run", hn.name);
+        return EXIT_HN_STEP;
+    }
+    if !cleanup_ok {
+        return EXIT_CLEANUP;
+    }
+    tracing::info!("{}: backup of VE {veid} complete; snapshot removed, VE {}", hn.name, if facts.running { "running" } else { "stopped as before" });
+    0
+}
+
+/// Blocking reads from a raw fd that may have been handed over with `O_NONBLOCK` (rsync does that
+/// to its `-e` child): waits with poll(2) on EAGAIN. Never closes the fd.
+pub struct FdReader(pub RawFd);
+
+impl std::io::Read for FdReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    let mut p = libc::pollfd { fd: self.0, events: libc::POLLIN, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, -1) };
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+/// `bpc-ovz plan`: locate and probe read-only, then print the plan a backup would run.
+pub async fn show_plan(cfg: &Config, host: &str, paths: &[String], json: bool, script: bool) -> Result<(), Fail> {
+    cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
+    for p in paths {
+        rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+    }
+    let opts = locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
+    let Located { hn, ve, session } =
+        locate::locate(cfg, &opts, host).await.map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
+    let facts = probe(&session, &hn, &ve).await?;
+    session.close().await;
+    // What BackupPC 4 sends by default: protect-args, paths on stdin.
+    let t = Transfer {
+        server: RsyncServer {
+            direction: Direction::Send,
+            options: vec!["--server".into(), "--sender".into(), "-slHogDtprxe.iLsfxC".into()],
+            protect_args: true,
+            paths: vec![],
+        },
+        protected: Some(ProtectedArgs {
+            argv0: "rsync".into(),
+            options: vec!["--timeout=72000".into(), "--numeric-ids".into()],
+            paths: paths.to_vec(),
+        }),
+        leftover: Vec::new(),
+    };
+    let run_id = "RUNID000".to_string();
+    let (plan, _, _) = build_plan(cfg, &facts, &t, &run_id)?;
+    if json {
+        let v = serde_json::json!({ "plan": plan, "facts": facts });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", plan.render_text());
+        println!("(RUNID000 stands for the random run id of a real run.)");
+        if script {
+            println!("guard script:\n{}", crate::plan::guard_script(&plan, "NONCE"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Snapshot backends and quiesce modes: shell fragments the plan builder composes into steps.
+//!
+//! A backend knows how to check room for, create, mount, verify, unmount and remove one snapshot;
+//! a mode knows how to quiesce a VE around the snapshot (stop/start today; suspend and live can be
+//! added as more [`Quiesce`] implementations, thin LVM and ploop as more [`SnapshotBackend`]s).
+//! Fragments are POSIX sh bodies that `return` a non-zero code on failure; every value in them is
+//! quoted with [`quote`]. They build text; they never run anything.
+
+use crate::lvm::mapper_path;
+use crate::openvz::VeId;
+use crate::quote::quote;
+
+/// Where bpc-ovz keeps its HN-side state: locks, run state, mount points. On tmpfs on a real HN,
+/// so a reboot clears it (snapshots LVs, which survive a reboot, are found by their name prefix).
+pub const HN_STATE_DIR: &str = "/run/bpc-ovz";
+/// Every snapshot LV bpc-ovz creates is named `bpcovz-<VEID>-<run id>`.
+pub const SNAP_PREFIX: &str = "bpcovz-";
+
+pub trait SnapshotBackend {
+    fn name(&self) -> &'static str;
+    /// Fails (non-zero) unless there is room for the snapshot.
+    fn check_room(&self) -> String;
+    /// Removes snapshots and mounts of earlier runs of this VE (the caller holds the VE lock, so
+    /// their owner is gone).
+    fn clear_stale(&self) -> String;
+    /// Creates the snapshot; runs inside the downtime window, so it must be quick.
+    fn create(&self) -> String;
+    /// Idempotent removal with retries (LV briefly "in use").
+    fn remove(&self) -> String;
+    fn mount(&self) -> String;
+    /// Idempotent unmount with retries (umount "busy").
+    fn umount(&self) -> String;
+    /// After the transfer: fails if the snapshot overflowed or became invalid.
+    fn verify(&self) -> String;
+    /// Where the snapshot's filesystem is mounted.
+    fn mount_point(&self) -> &str;
+    /// Human-readable facts for `plan`.
+    fn describe(&self) -> Vec<(String, String)>;
+}
+
+pub trait Quiesce {
+    fn name(&self) -> &'static str;
+    /// Shell functions the other fragments call (defined once in the guard).
+    fn library(&self) -> String;
+    /// Record the VE's run state in `$STATE`, then quiesce it if it runs. Returns non-zero (after
+    /// making sure the VE runs again) if it cannot.
+    fn before(&self) -> String;
+    /// Bring the VE back to the recorded state (right after the snapshot).
+    fn after(&self) -> String;
+    /// Undo: idempotent, makes sure the VE is in its recorded state.
+    fn ensure(&self) -> String;
+}
+
+/// Thick LVM snapshot (`lvcreate --snapshot`), as vzdump does it.
+pub struct LvmThick {
+    pub vg: String,
+    pub origin: String,
+    pub snap_name: String,
+    pub size_bytes: u64,
+    pub fstype: String,
+    pub mount_point: String,
+    pub veid: VeId,
+}
+
+impl LvmThick {
+    fn lv(&self) -> String {
+        format!("{}/{}", self.vg, self.snap_name)
+    }
+    pub fn mount_options(fstype: &str) -> Option<&'static str> {
+        match fstype {
+            // The snapshot carries the origin's UUID, which XFS otherwise refuses to mount.
+            "xfs" => Some("nouuid"),
+            // ext3/ext4: mounted read-write without `noload`, so the journal is replayed into the
+            // COW area (as vzdump does) and etc/vzdump can be added.
+            _ => None,
+        }
+    }
+    fn size_mib(&self) -> u64 {
+        self.size_bytes.div_ceil(1 << 20)
+    }
+}
+
+impl SnapshotBackend for LvmThick {
+    fn name(&self) -> &'static str {
+        "lvm-thick"
+    }
+
+    fn check_room(&self) -> String {
+        format!(
+            "free=$(vgs --noheadings --units b --nosuffix -o vg_free {vg} 2>&1) || {{ echo \"vgs failed: $free\"; return 23; }}\n\
+             free=$(echo $free); free=${{free%%.*}}\n\
+             case \"$free\" in ''|*[!0-9]*) echo \"cannot read free space of VG {vgt}: $free\"; return 23 ;; esac\n\
+             if [ \"$free\" -lt {need} ]; then echo \"volume group {vgt} has $free bytes free; the snapshot needs {need} (snapshot.size)\"; return 23; fi\n\
+             say \"data vg_free $free\"",
+            vg = quote(&self.vg),
+            vgt = self.vg.replace(['"', '$', '`', '\\'], "_"),
+            need = self.size_mib() << 20,
+        )
+    }
+
+    fn clear_stale(&self) -> String {
+        let pat = format!("{SNAP_PREFIX}{}-", self.veid);
+        format!(
+            "for mp in {base}/mnt/{pat}*; do\n\
+             \x20 [ -d \"$mp\" ] || continue\n\
+             \x20 if mountpoint -q \"$mp\"; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
+             \x20 rmdir \"$mp\" 2>/dev/null\n\
+             done\n\
+             lvs --noheadings -o lv_name {vg} 2>/dev/null | while read -r n; do\n\
+             \x20 case \"$n\" in {pat}*) echo \"removing stale snapshot {vgt}/$n\"; lvremove -f {vg}/\"$n\" ;; esac\n\
+             done\n\
+             return 0",
+            base = HN_STATE_DIR,
+            pat = pat,
+            vg = quote(&self.vg),
+            vgt = self.vg,
+        )
+    }
+
+    fn create(&self) -> String {
+        format!(
+            "lvcreate --size {mib}m --snapshot --name {name} {origin}",
+            mib = self.size_mib(),
+            name = quote(&self.snap_name),
+            origin = quote(&format!("{}/{}", self.vg, self.origin)),
+        )
+    }
+
+    fn remove(&self) -> String {
+        format!(
+            "d=1; n=0\n\
+             while lvs {lv} >/dev/null 2>&1; do\n\
+             \x20 lvremove -f {lv} && break\n\
+             \x20 n=$((n+1)); if [ $n -ge 8 ]; then echo \"giving up: snapshot {lvt} is still there; run bpc-ovz sweep\"; return 1; fi\n\
+             \x20 echo \"lvremove {lvt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 16 ] && d=16\n\
+             done\n\
+             return 0",
+            lv = quote(&self.lv()),
+            lvt = self.lv(),
+        )
+    }
+
+    fn mount(&self) -> String {
+        let opts = match Self::mount_options(&self.fstype) {
+            Some(o) => format!(" -o {o}"),
+            None => String::new(),
+        };
+        format!(
+            "mkdir -p {mp} || return 30\nmount -t {fs}{opts} {dev} {mp}",
+            mp = quote(&self.mount_point),
+            fs = quote(&self.fstype),
+            dev = quote(&format!("/dev/{}/{}", self.vg, self.snap_name)),
+        )
+    }
+
+    fn umount(&self) -> String {
+        format!(
+            "d=1; n=0\n\
+             while mountpoint -q {mp}; do\n\
+             \x20 umount {mp} && break\n\
+             \x20 n=$((n+1)); if [ $n -ge 7 ]; then echo \"{mpt} still busy: detaching it lazily\"; umount -l {mp}; break; fi\n\
+             \x20 echo \"umount {mpt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
+             done\n\
+             rmdir {mp} 2>/dev/null\n\
+             return 0",
+            mp = quote(&self.mount_point),
+            mpt = self.mount_point,
+        )
+    }
+
+    fn verify(&self) -> String {
+        format!(
+            "out=$(lvs --noheadings --separator : -o lv_attr,snap_percent {lv} 2>&1) || {{ echo \"lvs failed: $out\"; return 71; }}\n\
+             out=$(echo $out); attr=${{out%%:*}}; pct=${{out#*:}}\n\
+             say \"data snapshot_usage ${{pct:-?}}\"\n\
+             case \"$attr\" in ????I*|S*) echo \"snapshot {lvt} overflowed (attr $attr): the backup read a torn snapshot; raise snapshot.size\"; return 71 ;; esac\n\
+             case \"$pct\" in 100*) echo \"snapshot {lvt} is full ($pct%): the backup read a torn snapshot; raise snapshot.size\"; return 71 ;; esac\n\
+             return 0",
+            lv = quote(&self.lv()),
+            lvt = self.lv(),
+        )
+    }
+
+    fn mount_point(&self) -> &str {
+        &self.mount_point
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("backend".into(), self.name().into()),
+            ("snapshot".into(), format!("{} ({})", self.lv(), mapper_path(&self.vg, &self.snap_name))),
+            ("snapshot size".into(), format!("{} MiB", self.size_mib())),
+            (
+                "mount".into(),
+                format!(
+                    "{} -t {}{}",
+                    self.mount_point,
+                    self.fstype,
+                    Self::mount_options(&self.fstype).map(|o| format!(" -o {o}")).unwrap_or_default()
+                ),
+            ),
+        ]
+    }
+}
+
+/// Stop mode: `vzctl stop` → snapshot → `vzctl start`, only if the VE was running.
+pub struct StopStart {
+    pub veid: VeId,
+    /// File that records whether the VE was running (`1`) or not (`0`).
+    pub state_file: String,
+}
+
+impl Quiesce for StopStart {
+    fn name(&self) -> &'static str {
+        "stop"
+    }
+
+    fn library(&self) -> String {
+        format!(
+            "ve_running() {{ case \"$(vzctl status {id} 2>&1)\" in *' running'*) return 0 ;; esac; return 1; }}\n\
+             ve_start() {{\n\
+             \x20 n=0\n\
+             \x20 while :; do\n\
+             \x20   vzctl --skiplock start {id}; rc=$?\n\
+             \x20   case $rc in 0|32) return 0 ;; esac\n\
+             \x20   n=$((n+1)); [ $n -ge 3 ] && {{ echo \"vzctl start {id} failed $n times (exit $rc)\"; return $rc; }}\n\
+             \x20   echo \"vzctl start {id} failed (exit $rc); retrying\"; sleep 2\n\
+             \x20 done\n\
+             }}",
+            id = quote(self.veid.as_str()),
+        )
+    }
+
+    fn before(&self) -> String {
+        format!(
+            "if ve_running; then running=1; else running=0; fi\n\
+             echo $running > {sf}\n\
+             t0=$(now_ms)\n\
+             if [ $running = 1 ]; then\n\
+             \x20 vzctl --skiplock stop {id}; rc=$?\n\
+             \x20 if [ $rc -ne 0 ]; then echo \"vzctl stop {idt} failed (exit $rc)\"; ve_running || ve_start; return 40; fi\n\
+             fi\n\
+             t1=$(now_ms)",
+            sf = quote(&self.state_file),
+            id = quote(self.veid.as_str()),
+            idt = self.veid,
+        )
+    }
+
+    fn after(&self) -> String {
+        "t2=$(now_ms)\n\
+         src=0\n\
+         if [ $running = 1 ]; then ve_start; src=$?; fi\n\
+         t3=$(now_ms)\n\
+         if [ $running = 1 ]; then\n\
+         \x20 say \"data downtime_ms $((t3-t0))\"\n\
+         \x20 say \"data downtime_parts stop=$((t1-t0))ms snapshot=$((t2-t1))ms start=$((t3-t2))ms\"\n\
+         else\n\
+         \x20 say \"data downtime_ms 0\"\n\
+         fi"
+        .to_string()
+    }
+
+    fn ensure(&self) -> String {
+        format!(
+            "if [ \"$(cat {sf} 2>/dev/null)\" = 1 ] && ! ve_running; then echo \"VE {idt} is down: starting it\"; ve_start || return 1; fi\n\
+             rm -f {sf}",
+            sf = quote(&self.state_file),
+            idt = self.veid,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thick(fs: &str) -> LvmThick {
+        LvmThick {
+            vg: "vg-data".into(),
+            origin: "vz".into(),
+            snap_name: "bpcovz-101-0a1b2c3d".into(),
+            size_bytes: 1 << 30,
+            fstype: fs.into(),
+            mount_point: "/run/bpc-ovz/mnt/bpcovz-101-0a1b2c3d".into(),
+            veid: VeId::parse("101").unwrap(),
+        }
+    }
+
+    #[test]
+    fn fragments_are_valid_sh() {
+        let t = thick("xfs");
+        let q = StopStart { veid: VeId::parse("101").unwrap(), state_file: "/run/bpc-ovz/state.x".into() };
+        for frag in [
+            t.check_room(),
+            t.clear_stale(),
+            t.create(),
+            t.remove(),
+            t.mount(),
+            t.umount(),
+            t.verify(),
+            q.library(),
+            q.before(),
+            q.after(),
+            q.ensure(),
+        ] {
+            let body = format!("f() {{\n{frag}\n}}");
+            let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(&body).status().unwrap();
+            assert!(st.success(), "{frag}");
+        }
+    }
+
+    #[test]
+    fn xfs_gets_nouuid_ext4_does_not() {
+        assert!(thick("xfs").mount().contains("-o nouuid"));
+        assert!(!thick("ext4").mount().contains("nouuid"));
+        assert_eq!(thick("ext4").create(), "lvcreate --size 1024m --snapshot --name bpcovz-101-0a1b2c3d vg-data/vz");
+    }
+}
