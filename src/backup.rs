@@ -21,7 +21,10 @@ use crate::relay::{StderrSink, relay};
 use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
 use crate::snapshot::{HN_STATE_DIR, LvmThick, Quiesce, SNAP_PREFIX, SnapshotBackend, StopStart};
 use crate::ssh::{ExitOutcome, RemoteProc, Session};
-use crate::{EXIT_CLEANUP, EXIT_HN_STEP, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_SIGNAL, EXIT_TORN};
+use crate::{
+    EXIT_CLEANUP, EXIT_HN_STEP, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_SIGNAL,
+    EXIT_TORN,
+};
 
 /// Who called us; decides where diagnostics and the remote stderr may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +54,10 @@ pub struct Fail {
 
 impl Fail {
     fn new(code: i32, msg: impl Into<String>) -> Fail {
-        Fail { code, msg: msg.into() }
+        Fail {
+            code,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -80,7 +86,10 @@ fn sections(text: &str, marker: &str) -> BTreeMap<String, String> {
     let mut cur: Option<String> = None;
     let mut buf = String::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(" sec ")) {
+        if let Some(rest) = line
+            .strip_prefix(marker)
+            .and_then(|r| r.strip_prefix(" sec "))
+        {
             if let Some(c) = cur.take() {
                 out.insert(c, std::mem::take(&mut buf));
             }
@@ -111,21 +120,49 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
     let hn_err = |e: crate::ssh::SshError| Fail::new(255, format!("{}: {e}", hn.name));
     let out = session.exec(&script, b"").await.map_err(hn_err)?;
     let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
-    let status = sec.get("status").and_then(|s| openvz::parse_vzctl_status(s)).ok_or_else(|| {
-        Fail::new(EXIT_HN_STEP, format!("{}: cannot read `vzctl status {veid}`: {}", hn.name, first_line(sec.get("status"))))
-    })?;
+    let status = sec
+        .get("status")
+        .and_then(|s| openvz::parse_vzctl_status(s))
+        .ok_or_else(|| {
+            Fail::new(
+                EXIT_HN_STEP,
+                format!(
+                    "{}: cannot read `vzctl status {veid}`: {}",
+                    hn.name,
+                    first_line(sec.get("status"))
+                ),
+            )
+        })?;
     if !status.exists {
-        return Err(Fail::new(EXIT_NOT_FOUND, format!("{}: VE {veid} does not exist (vzctl status)", hn.name)));
+        return Err(Fail::new(
+            EXIT_NOT_FOUND,
+            format!("{}: VE {veid} does not exist (vzctl status)", hn.name),
+        ));
     }
     let global = openvz::parse_conf(sec.get("vzconf").map(String::as_str).unwrap_or(""), &veid);
     let own = openvz::parse_conf(sec.get("conf").map(String::as_str).unwrap_or(""), &veid);
-    let get = |k: &str, default: String| own.get(k).or_else(|| global.get(k)).cloned().unwrap_or(default);
+    let get = |k: &str, default: String| {
+        own.get(k)
+            .or_else(|| global.get(k))
+            .cloned()
+            .unwrap_or(default)
+    };
     let private = get("VE_PRIVATE", format!("/var/lib/vz/private/{veid}"));
     let ve_root = get("VE_ROOT", format!("/var/lib/vz/root/{veid}"));
     let lockdir = get("LOCKDIR", "/var/lib/vz/lock".into());
-    for (k, v) in [("VE_PRIVATE", &private), ("VE_ROOT", &ve_root), ("LOCKDIR", &lockdir)] {
+    for (k, v) in [
+        ("VE_PRIVATE", &private),
+        ("VE_ROOT", &ve_root),
+        ("LOCKDIR", &lockdir),
+    ] {
         if !v.starts_with('/') || v.contains('\n') || v.split('/').any(|c| c == "..") {
-            return Err(Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: {k}={v:?} is not a clean absolute path", hn.name)));
+            return Err(Fail::new(
+                EXIT_HN_STEP,
+                format!(
+                    "{}: VE {veid}: {k}={v:?} is not a clean absolute path",
+                    hn.name
+                ),
+            ));
         }
     }
 
@@ -139,15 +176,27 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
     );
     let out = session.exec(&script, b"").await.map_err(hn_err)?;
     let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
-    let resolved = sec.get("private").map(|s| s.trim().to_string()).unwrap_or_default();
+    let resolved = sec
+        .get("private")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     if !resolved.starts_with('/') || resolved.contains('\n') {
-        return Err(Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: VE_PRIVATE {private} cannot be resolved: {resolved}", hn.name)));
+        return Err(Fail::new(
+            EXIT_HN_STEP,
+            format!(
+                "{}: VE {veid}: VE_PRIVATE {private} cannot be resolved: {resolved}",
+                hn.name
+            ),
+        ));
     }
     let mounts = lvm::parse_mountinfo(sec.get("mountinfo").map(String::as_str).unwrap_or(""));
     let (lvs, mut warnings) = lvm::parse_lvs(sec.get("lvs").map(String::as_str).unwrap_or(""));
     let vgs = lvm::parse_vgs(sec.get("vgs").map(String::as_str).unwrap_or(""));
     let mount = lvm::mount_for(&mounts, &resolved).cloned().ok_or_else(|| {
-        Fail::new(EXIT_HN_STEP, format!("{}: VE {veid}: no mount holds {resolved}", hn.name))
+        Fail::new(
+            EXIT_HN_STEP,
+            format!("{}: VE {veid}: no mount holds {resolved}", hn.name),
+        )
     })?;
     let lv = lvm::lv_for_mount(&lvs, &mount).cloned().ok_or_else(|| {
         Fail::new(
@@ -159,14 +208,30 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         )
     })?;
     if lv.attr.starts_with('s') || lv.attr.starts_with('S') {
-        return Err(Fail::new(EXIT_PRECONDITION, format!("{}: VE {veid}: {resolved} is on a snapshot LV", hn.name)));
+        return Err(Fail::new(
+            EXIT_PRECONDITION,
+            format!("{}: VE {veid}: {resolved} is on a snapshot LV", hn.name),
+        ));
     }
-    let vg = vgs.iter().find(|v| v.name == lv.vg).cloned().ok_or_else(|| {
-        Fail::new(EXIT_HN_STEP, format!("{}: volume group {} not listed by vgs", hn.name, lv.vg))
-    })?;
+    let vg = vgs
+        .iter()
+        .find(|v| v.name == lv.vg)
+        .cloned()
+        .ok_or_else(|| {
+            Fail::new(
+                EXIT_HN_STEP,
+                format!("{}: volume group {} not listed by vgs", hn.name, lv.vg),
+            )
+        })?;
     let action_scripts = sec
         .get("scripts")
-        .map(|s| s.lines().map(str::trim).filter(|l| ["start", "stop", "mount", "umount"].contains(l)).map(String::from).collect())
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| ["start", "stop", "mount", "umount"].contains(l))
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     warnings.retain(|w| !w.is_empty());
     Ok(VeFacts {
@@ -188,7 +253,10 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
 }
 
 fn first_line(s: Option<&String>) -> String {
-    s.and_then(|s| s.lines().find(|l| !l.trim().is_empty())).unwrap_or("no output").trim().to_string()
+    s.and_then(|s| s.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
 }
 
 /// What the transfer will do, once the paths are known.
@@ -217,7 +285,12 @@ impl Transfer {
 }
 
 /// Build the backup plan (stop mode, thick LVM snapshot).
-pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> Result<(Plan, Vec<u8>, String), Fail> {
+pub fn build_plan(
+    cfg: &Config,
+    facts: &VeFacts,
+    t: &Transfer,
+    run_id: &str,
+) -> Result<(Plan, Vec<u8>, String), Fail> {
     let veid = &facts.veid;
     let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
     let mount_point = format!("{HN_STATE_DIR}/mnt/{snap_name}");
@@ -231,23 +304,39 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
         veid: veid.clone(),
     };
     let state_file = format!("{HN_STATE_DIR}/state.{snap_name}");
-    let mode = StopStart { veid: veid.clone(), state_file };
+    let mode = StopStart {
+        veid: veid.clone(),
+        state_file,
+    };
 
     // The VE's private area inside the mounted snapshot.
     let lvmp = facts.mount.mount_point.trim_end_matches('/');
-    let rel = facts.private_resolved.strip_prefix(lvmp).unwrap_or("").trim_start_matches('/');
-    let snap_root = if rel.is_empty() { mount_point.clone() } else { format!("{mount_point}/{rel}") };
+    let rel = facts
+        .private_resolved
+        .strip_prefix(lvmp)
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let snap_root = if rel.is_empty() {
+        mount_point.clone()
+    } else {
+        format!("{mount_point}/{rel}")
+    };
 
     let relative = rsync_args::is_relative(&t.options());
     let mut mapped = Vec::new();
     for p in t.paths() {
-        mapped.push(rsync_args::map_path(p, &snap_root, relative).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?);
+        mapped.push(
+            rsync_args::map_path(p, &snap_root, relative)
+                .map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?,
+        );
     }
     let covers_etc = t.paths().iter().any(|p| rsync_args::covers_etc(p));
 
     let mut warnings = facts.warnings.clone();
     if !facts.running {
-        warnings.push(format!("VE {veid} is not running: no downtime; it stays stopped"));
+        warnings.push(format!(
+            "VE {veid} is not running: no downtime; it stays stopped"
+        ));
     }
     if facts.vg.free < cfg.snapshot_size {
         warnings.push(format!(
@@ -299,7 +388,9 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
         name: "clear-stale".into(),
         phase: Phase::Prepare,
         summary: format!("remove snapshots and mounts that earlier, dead runs left for VE {veid}"),
-        action: Action::Hn { script: backend.clear_stale() },
+        action: Action::Hn {
+            script: backend.clear_stale(),
+        },
         undo: None,
         holds_locks: false,
     });
@@ -358,13 +449,19 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
         name: "mount".into(),
         phase: Phase::Snapshot,
         summary: format!("mount the snapshot on {mount_point}"),
-        action: Action::Hn { script: backend.mount() },
+        action: Action::Hn {
+            script: backend.mount(),
+        },
         undo: Some(backend.umount()),
         holds_locks: false,
     });
     if covers_etc {
         let etc = format!("{snap_root}/etc");
-        let mut copy = format!("cp {} \"$E/vzdump/\"{} || return 51\n", quote(&facts.conf_file), quote(&format!("{veid}.conf")));
+        let mut copy = format!(
+            "cp {} \"$E/vzdump/\"{} || return 51\n",
+            quote(&facts.conf_file),
+            quote(&format!("{veid}.conf"))
+        );
         for x in &facts.action_scripts {
             let src = format!("/etc/vz/conf/{veid}.{x}");
             copy.push_str(&format!(
@@ -413,19 +510,30 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
     // The transfer: the HN's own rsync, reading the snapshot.
     let (command, prefix, note) = match &t.protected {
         None => {
-            let c = RemoteCmd::new("rsync").args(&t.server.options).arg(".").args(&mapped);
+            let c = RemoteCmd::new("rsync")
+                .args(&t.server.options)
+                .arg(".")
+                .args(&mapped);
             (format!("exec {c}"), t.leftover.clone(), None)
         }
         Some(p) => {
             let c = RemoteCmd::new("rsync").args(&t.server.options);
-            let np = ProtectedArgs { argv0: p.argv0.clone(), options: p.options.clone(), paths: mapped.clone() };
+            let np = ProtectedArgs {
+                argv0: p.argv0.clone(),
+                options: p.options.clone(),
+                paths: mapped.clone(),
+            };
             let mut bytes = np.encode();
             bytes.extend_from_slice(&t.leftover);
             let shown: Vec<String> = np.paths.iter().map(|x| quote(x)).collect();
             (
                 format!("exec {c}"),
                 bytes,
-                Some(format!("protect-args block rewritten: {} . {}", p.options.join(" "), shown.join(" "))),
+                Some(format!(
+                    "protect-args block rewritten: {} . {}",
+                    p.options.join(" "),
+                    shown.join(" ")
+                )),
             )
         }
     };
@@ -434,7 +542,10 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
         name: "transfer".into(),
         phase: Phase::Transfer,
         summary: "relay BackupPC's rsync to an rsync --server --sender reading the snapshot".into(),
-        action: Action::Transfer { command: command.clone(), stdin_note: note },
+        action: Action::Transfer {
+            command: command.clone(),
+            stdin_note: note,
+        },
         undo: None,
         holds_locks: false,
     });
@@ -443,32 +554,68 @@ pub fn build_plan(cfg: &Config, facts: &VeFacts, t: &Transfer, run_id: &str) -> 
         name: "verify".into(),
         phase: Phase::Verify,
         summary: "fail the backup if the snapshot overflowed during the transfer".into(),
-        action: Action::Hn { script: backend.verify() },
+        action: Action::Hn {
+            script: backend.verify(),
+        },
         undo: None,
         holds_locks: false,
     });
 
     let mut facts_out = vec![
-        ("HN".to_string(), format!("{} ({}:{})", facts.hn.name, facts.hn.host, facts.hn.port)),
+        (
+            "HN".to_string(),
+            format!("{} ({}:{})", facts.hn.name, facts.hn.host, facts.hn.port),
+        ),
         (
             "VE".into(),
             format!(
                 "{veid} ({}, {})",
                 facts.listed.hostname.as_deref().unwrap_or("-"),
-                if facts.running { "running" } else { "not running" }
+                if facts.running {
+                    "running"
+                } else {
+                    "not running"
+                }
             ),
         ),
-        ("VE_PRIVATE".into(), format!("{} -> {}", facts.private, facts.private_resolved)),
+        (
+            "VE_PRIVATE".into(),
+            format!("{} -> {}", facts.private, facts.private_resolved),
+        ),
         ("VE_ROOT".into(), facts.ve_root.clone()),
-        ("LV".into(), format!("{}/{} ({} MiB, {} on {})", facts.lv.vg, facts.lv.name, facts.lv.size >> 20, facts.mount.fstype, facts.mount.mount_point)),
-        ("VG free".into(), format!("{} MiB of {} MiB", facts.vg.free >> 20, facts.vg.size >> 20)),
+        (
+            "LV".into(),
+            format!(
+                "{}/{} ({} MiB, {} on {})",
+                facts.lv.vg,
+                facts.lv.name,
+                facts.lv.size >> 20,
+                facts.mount.fstype,
+                facts.mount.mount_point
+            ),
+        ),
+        (
+            "VG free".into(),
+            format!("{} MiB of {} MiB", facts.vg.free >> 20, facts.vg.size >> 20),
+        ),
         ("mode".into(), mode.name().into()),
     ];
     facts_out.extend(backend.describe());
     facts_out.push(("paths".into(), t.paths().join(" ")));
-    facts_out.push(("etc/vzdump".into(), if covers_etc { "added".into() } else { "not covered".into() }));
+    facts_out.push((
+        "etc/vzdump".into(),
+        if covers_etc {
+            "added".into()
+        } else {
+            "not covered".into()
+        },
+    ));
     let plan = Plan {
-        title: format!("bpc-ovz backup plan for {} (VE {veid} on {})", facts.listed.hostname.as_deref().unwrap_or("-"), facts.hn.name),
+        title: format!(
+            "bpc-ovz backup plan for {} (VE {veid} on {})",
+            facts.listed.hostname.as_deref().unwrap_or("-"),
+            facts.hn.name
+        ),
         facts: facts_out,
         warnings,
         library: mode.library(),
@@ -483,12 +630,17 @@ struct ChannelGuard(RemoteProc);
 
 impl GuardIo for ChannelGuard {
     async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.0.send(bytes).await.map_err(|e| std::io::Error::other(e.to_string()))
+        self.0
+            .send(bytes)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
     async fn recv(&mut self) -> Option<Vec<u8>> {
         loop {
             match self.0.next_event().await? {
-                crate::ssh::Event::Stdout(b) | crate::ssh::Event::Stderr(b) => return Some(b.to_vec()),
+                crate::ssh::Event::Stdout(b) | crate::ssh::Event::Stderr(b) => {
+                    return Some(b.to_vec());
+                }
                 crate::ssh::Event::Exit(_) => continue,
             }
         }
@@ -497,7 +649,8 @@ impl GuardIo for ChannelGuard {
 
 /// Parse and check the request; read the protect-args block if there is one.
 pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Transfer, Fail> {
-    let server = rsync_args::parse(&req.words).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+    let server =
+        rsync_args::parse(&req.words).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     if server.direction == Direction::Receive || req.restore_keyword {
         return Err(Fail::new(
             EXIT_REFUSED,
@@ -506,12 +659,17 @@ pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Transfer, Fail
     }
     let (protected, leftover) = if server.protect_args {
         let mut f = FdReader(stdin_fd);
-        let (p, rest) = rsync_args::read_protected(&mut f).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+        let (p, rest) = rsync_args::read_protected(&mut f)
+            .map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
         (Some(p), rest)
     } else {
         (None, Vec::new())
     };
-    let t = Transfer { server, protected, leftover };
+    let t = Transfer {
+        server,
+        protected,
+        leftover,
+    };
     for p in t.paths() {
         rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     }
@@ -532,10 +690,18 @@ pub async fn run(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> i
 async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> Result<i32, Fail> {
     let t = prepare_transfer(&req, 0)?;
     cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
-    let opts = locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
-    let Located { hn, ve, session } =
-        locate::locate(cfg, &opts, &req.host).await.map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
-    tracing::info!("{} is VE {} on {} ({})", req.host, ve.veid, hn.name, ve.status);
+    let opts =
+        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
+    let Located { hn, ve, session } = locate::locate(cfg, &opts, &req.host)
+        .await
+        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
+    tracing::info!(
+        "{} is VE {} on {} ({})",
+        req.host,
+        ve.veid,
+        hn.name,
+        ve.status
+    );
     let facts = probe(&session, &hn, &ve).await?;
     for w in &facts.warnings {
         tracing::warn!("{}: {}", hn.name, w);
@@ -572,17 +738,30 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
                 TransferResult {
                     code: c,
                     proceed: matches!(c, 0 | 23 | 24),
-                    note: Some(format!("rsync exit {c}, {} bytes sent to BackupPC", stats.bytes_out)),
+                    note: Some(format!(
+                        "rsync exit {c}, {} bytes sent to BackupPC",
+                        stats.bytes_out
+                    )),
                 }
             }
-            Ok((o, _)) => TransferResult { code: 255, proceed: false, note: Some(format!("transfer ended: {o}")) },
-            Err(e) => TransferResult { code: 255, proceed: false, note: Some(e.to_string()) },
+            Ok((o, _)) => TransferResult {
+                code: 255,
+                proceed: false,
+                note: Some(format!("transfer ended: {o}")),
+            },
+            Err(e) => TransferResult {
+                code: 255,
+                proceed: false,
+                note: Some(e.to_string()),
+            },
         }
     };
     let name = hn.name.clone();
     let names: BTreeMap<u32, String> = plan.steps.iter().map(|s| (s.id, s.name.clone())).collect();
     let mut report = move |e: Event| log_event(&name, &names, e);
-    let out = Executor::new(&plan, ChannelGuard(guard), &nonce).run(transfer, cancel, &mut report).await;
+    let out = Executor::new(&plan, ChannelGuard(guard), &nonce)
+        .run(transfer, cancel, &mut report)
+        .await;
     let code = summarize(&hn, &facts, &plan, &out);
     session.close().await;
     Ok(code)
@@ -597,10 +776,14 @@ fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
         Event::StepEnd { id, rc } if rc != 0 => tracing::debug!("{hn}: step {} exited {rc}", n(id)),
         Event::StepEnd { .. } => {}
         Event::Undo { id } => tracing::debug!("{hn}: undo {}", n(id)),
-        Event::Undone { id, rc } if rc != 0 => tracing::error!("{hn}: undo of {} failed (exit {rc})", n(id)),
+        Event::Undone { id, rc } if rc != 0 => {
+            tracing::error!("{hn}: undo of {} failed (exit {rc})", n(id))
+        }
         Event::Undone { .. } => {}
         Event::Cancelled => tracing::warn!("{hn}: aborted by signal or EOF; the HN cleans up"),
-        Event::GuardLost => tracing::error!("{hn}: connection to the HN-side guard lost; the HN cleans up by itself"),
+        Event::GuardLost => tracing::error!(
+            "{hn}: connection to the HN-side guard lost; the HN cleans up by itself"
+        ),
     }
 }
 
@@ -608,7 +791,10 @@ fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
 fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
     let veid = &facts.veid;
     if let Some(d) = out.datum("downtime_ms") {
-        let parts = out.datum("downtime_parts").map(|p| format!(" ({p})")).unwrap_or_default();
+        let parts = out
+            .datum("downtime_parts")
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
         if facts.running || d != "0" {
             tracing::info!("{}: VE {veid} was down for {d} ms{parts}", hn.name);
         } else {
@@ -628,7 +814,10 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
         tracing::error!(
             "{}: cleanup incomplete (undo of steps {:?} failed): a snapshot or mount of VE {veid} may be left; the next run or `bpc-ovz sweep` removes it",
             hn.name,
-            out.undo_failures.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+            out.undo_failures
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>()
         );
     }
     if out.cancelled {
@@ -636,11 +825,20 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
         return EXIT_SIGNAL;
     }
     if out.guard_lost && !out.unwound {
-        tracing::error!("{}: connection lost; the HN cleans up by itself (VE restarted, snapshot removed)", hn.name);
+        tracing::error!(
+            "{}: connection lost; the HN cleans up by itself (VE restarted, snapshot removed)",
+            hn.name
+        );
         return 255;
     }
     if let Some(f) = &out.failed {
-        let why = f.output.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default();
+        let why = f
+            .output
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_default();
         let code = match f.name.as_str() {
             "lock" | "preflight" => EXIT_PRECONDITION,
             "verify" => EXIT_TORN,
@@ -648,7 +846,11 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
             _ => EXIT_HN_STEP,
         };
         let step = plan.step(f.id).map(|s| s.name.clone()).unwrap_or_default();
-        tracing::error!("{}: backup of VE {veid} failed at step {step} (exit {}): {why}", hn.name, f.rc);
+        tracing::error!(
+            "{}: backup of VE {veid} failed at step {step} (exit {}): {why}",
+            hn.name,
+            f.rc
+        );
         return code;
     }
     if let Some(t) = &out.transfer {
@@ -663,7 +865,15 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
     if !cleanup_ok {
         return EXIT_CLEANUP;
     }
-    tracing::info!("{}: backup of VE {veid} complete; snapshot removed, VE {}", hn.name, if facts.running { "running" } else { "stopped as before" });
+    tracing::info!(
+        "{}: backup of VE {veid} complete; snapshot removed, VE {}",
+        hn.name,
+        if facts.running {
+            "running"
+        } else {
+            "stopped as before"
+        }
+    );
     0
 }
 
@@ -683,7 +893,11 @@ impl std::io::Read for FdReader {
             match e.kind() {
                 std::io::ErrorKind::Interrupted => continue,
                 std::io::ErrorKind::WouldBlock => {
-                    let mut p = libc::pollfd { fd: self.0, events: libc::POLLIN, revents: 0 };
+                    let mut p = libc::pollfd {
+                        fd: self.0,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut p, 1, -1) };
                 }
@@ -694,21 +908,33 @@ impl std::io::Read for FdReader {
 }
 
 /// `bpc-ovz plan`: locate and probe read-only, then print the plan a backup would run.
-pub async fn show_plan(cfg: &Config, host: &str, paths: &[String], json: bool, script: bool) -> Result<(), Fail> {
+pub async fn show_plan(
+    cfg: &Config,
+    host: &str,
+    paths: &[String],
+    json: bool,
+    script: bool,
+) -> Result<(), Fail> {
     cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
     for p in paths {
         rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     }
-    let opts = locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
-    let Located { hn, ve, session } =
-        locate::locate(cfg, &opts, host).await.map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
+    let opts =
+        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
+    let Located { hn, ve, session } = locate::locate(cfg, &opts, host)
+        .await
+        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
     let facts = probe(&session, &hn, &ve).await?;
     session.close().await;
     // What BackupPC 4 sends by default: protect-args, paths on stdin.
     let t = Transfer {
         server: RsyncServer {
             direction: Direction::Send,
-            options: vec!["--server".into(), "--sender".into(), "-slHogDtprxe.iLsfxC".into()],
+            options: vec![
+                "--server".into(),
+                "--sender".into(),
+                "-slHogDtprxe.iLsfxC".into(),
+            ],
             protect_args: true,
             paths: vec![],
         },
@@ -728,7 +954,10 @@ pub async fn show_plan(cfg: &Config, host: &str, paths: &[String], json: bool, s
         print!("{}", plan.render_text());
         println!("(RUNID000 stands for the random run id of a real run.)");
         if script {
-            println!("guard script:\n{}", crate::plan::guard_script(&plan, "NONCE"));
+            println!(
+                "guard script:\n{}",
+                crate::plan::guard_script(&plan, "NONCE")
+            );
         }
     }
     Ok(())

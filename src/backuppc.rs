@@ -81,7 +81,9 @@ pub fn parse_ssh_argv(args: &[String]) -> Result<SshInvocation, String> {
                     rest
                 } else {
                     i += 1;
-                    args.get(i).cloned().ok_or_else(|| format!("ssh option -{c} needs an argument"))?
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("ssh option -{c} needs an argument"))?
                 };
                 match c {
                     'l' => inv.login = Some(val),
@@ -134,7 +136,10 @@ pub fn parse_server_argv(args: &[String]) -> Result<ServerInvocation, String> {
     let _ssh_path = args.get(i + 1).ok_or("server: no ssh path given")?;
     let ssh = parse_ssh_argv(&args[i + 2..]).map_err(|e| format!("server: {e}"))?;
     if !ssh.host.eq_ignore_ascii_case(&host) {
-        return Err(format!("server: host {host:?} and ssh host {:?} differ", ssh.host));
+        return Err(format!(
+            "server: host {host:?} and ssh host {:?} differ",
+            ssh.host
+        ));
     }
     Ok(ServerInvocation { restore, host, ssh })
 }
@@ -149,11 +154,20 @@ mod tests {
 
     #[test]
     fn backuppc4_argv() {
-        let inv = parse_ssh_argv(&v("-l root ve101 /usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC")).unwrap();
+        let inv = parse_ssh_argv(&v(
+            "-l root ve101 /usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC",
+        ))
+        .unwrap();
         assert_eq!(inv.host, "ve101");
         assert_eq!(inv.login.as_deref(), Some("root"));
-        assert_eq!(inv.words, v("/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC"));
-        let inv = parse_ssh_argv(&v("--config /x.yaml -q -x -n -oBatchMode=yes -p2222 -lroot 10.0.0.5 rsync --server")).unwrap();
+        assert_eq!(
+            inv.words,
+            v("/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC")
+        );
+        let inv = parse_ssh_argv(&v(
+            "--config /x.yaml -q -x -n -oBatchMode=yes -p2222 -lroot 10.0.0.5 rsync --server",
+        ))
+        .unwrap();
         assert_eq!(inv.config_file.as_deref(), Some("/x.yaml"));
         assert_eq!(inv.port, Some(2222));
         assert_eq!(inv.options, vec!["BatchMode=yes"]);
@@ -162,7 +176,11 @@ mod tests {
 
     #[test]
     fn rsync_path_with_spaces_is_split_like_the_remote_shell() {
-        let args = vec!["ve".to_string(), "/usr/bin/nice -n 5 /usr/bin/rsync".to_string(), "--server".to_string()];
+        let args = vec![
+            "ve".to_string(),
+            "/usr/bin/nice -n 5 /usr/bin/rsync".to_string(),
+            "--server".to_string(),
+        ];
         let inv = parse_ssh_argv(&args).unwrap();
         assert_eq!(inv.words, v("/usr/bin/nice -n 5 /usr/bin/rsync --server"));
     }

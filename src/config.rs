@@ -17,7 +17,11 @@ pub enum ConfigError {
     #[error("{file}: {msg}")]
     Parse { file: String, msg: String },
     #[error("{file}: key `{key}`: {msg}")]
-    Invalid { file: String, key: String, msg: String },
+    Invalid {
+        file: String,
+        key: String,
+        msg: String,
+    },
     #[error("{file}: cannot read: {msg}")]
     Read { file: String, msg: String },
 }
@@ -206,7 +210,10 @@ impl Config {
                     })
                 }
             }
-            Err(e) => Err(ConfigError::Read { file: path.display().to_string(), msg: e.to_string() }),
+            Err(e) => Err(ConfigError::Read {
+                file: path.display().to_string(),
+                msg: e.to_string(),
+            }),
         }
     }
 
@@ -216,17 +223,28 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
                 file: file.to_string(),
-                msg: e.to_string().lines().next().unwrap_or("invalid YAML").to_string(),
+                msg: e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid YAML")
+                    .to_string(),
             })?
         };
-        let invalid = |key: &str, msg: String| ConfigError::Invalid { file: file.to_string(), key: key.to_string(), msg };
+        let invalid = |key: &str, msg: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            msg,
+        };
         let ssh_raw = raw.ssh.clone().unwrap_or_default();
         let default_user = ssh_raw.user.clone().unwrap_or_else(|| "root".to_string());
 
         let mut hns = Vec::new();
         if let Some(list) = &raw.hns {
             for (i, h) in list.iter().enumerate() {
-                hns.push(hn_from_raw(h, &default_user).map_err(|m| invalid(&format!("hns[{i}]"), m))?);
+                hns.push(
+                    hn_from_raw(h, &default_user).map_err(|m| invalid(&format!("hns[{i}]"), m))?,
+                );
             }
         }
         if let Some(hnlist) = &raw.hnlist {
@@ -246,20 +264,29 @@ impl Config {
         let policy = match ssh_raw.host_key_policy.as_deref() {
             None | Some("strict") | Some("yes") => HostKeyPolicy::Strict,
             Some("accept-new") => HostKeyPolicy::AcceptNew,
-            Some(o) => return Err(invalid("ssh.host_key_policy", format!("{o:?}: use `strict` or `accept-new`"))),
-        };
-        let dur = |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(s) => parse_duration(s).map_err(|m| invalid(key, m)),
+            Some(o) => {
+                return Err(invalid(
+                    "ssh.host_key_policy",
+                    format!("{o:?}: use `strict` or `accept-new`"),
+                ));
             }
         };
+        let dur =
+            |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) => parse_duration(s).map_err(|m| invalid(key, m)),
+                }
+            };
         let window = match &ssh_raw.window_size {
             None => 16 << 20,
             Some(s) => {
                 let b = parse_size(s).map_err(|m| invalid("ssh.window_size", m))?;
                 if !(64 * 1024..=1 << 30).contains(&b) {
-                    return Err(invalid("ssh.window_size", "must be between 64K and 1G".into()));
+                    return Err(invalid(
+                        "ssh.window_size",
+                        "must be between 64K and 1G".into(),
+                    ));
                 }
                 b as u32
             }
@@ -281,7 +308,11 @@ impl Config {
                 ssh_raw.known_hosts.clone()
             },
             host_key_policy: policy,
-            connect_timeout: dur("ssh.connect_timeout", &ssh_raw.connect_timeout, Duration::from_secs(20))?,
+            connect_timeout: dur(
+                "ssh.connect_timeout",
+                &ssh_raw.connect_timeout,
+                Duration::from_secs(20),
+            )?,
             keepalive: dur("ssh.keepalive", &ssh_raw.keepalive, Duration::from_secs(30))?,
             window_size: window,
         };
@@ -291,34 +322,67 @@ impl Config {
             Some(s) => parse_size(&s).map_err(|m| invalid("snapshot.size", m))?,
         };
         if snapshot_size < 4 << 20 {
-            return Err(invalid("snapshot.size", "must be at least 4M (one LVM extent)".into()));
+            return Err(invalid(
+                "snapshot.size",
+                "must be at least 4M (one LVM extent)".into(),
+            ));
         }
         let conc = raw.concurrency.clone().unwrap_or_default();
         let per_hn = conc.per_hn.unwrap_or(2);
         if per_hn == 0 || per_hn > 64 {
-            return Err(invalid("concurrency.per_hn", format!("{per_hn}: must be 1..64")));
+            return Err(invalid(
+                "concurrency.per_hn",
+                format!("{per_hn}: must be 1..64"),
+            ));
         }
-        let queue_timeout = dur("concurrency.queue_timeout", &conc.queue_timeout, Duration::from_secs(3600))?;
-        let locate_timeout = dur("locate_timeout", &raw.locate_timeout, Duration::from_secs(30))?;
+        let queue_timeout = dur(
+            "concurrency.queue_timeout",
+            &conc.queue_timeout,
+            Duration::from_secs(3600),
+        )?;
+        let locate_timeout = dur(
+            "locate_timeout",
+            &raw.locate_timeout,
+            Duration::from_secs(30),
+        )?;
         let log_raw = raw.log.clone().unwrap_or_default();
         let level = log_raw.level.clone().unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-            return Err(invalid("log.level", format!("{level:?}: use error, warn, info, debug or trace")));
+            return Err(invalid(
+                "log.level",
+                format!("{level:?}: use error, warn, info, debug or trace"),
+            ));
         }
-        let log = LogConfig { file: log_raw.file.clone(), syslog: log_raw.syslog.unwrap_or(false), level };
+        let log = LogConfig {
+            file: log_raw.file.clone(),
+            syslog: log_raw.syslog.unwrap_or(false),
+            level,
+        };
         let mut ves = BTreeMap::new();
         for (name, v) in raw.ves.clone().unwrap_or_default() {
             if let Some(id) = &v.veid
                 && crate::openvz::VeId::parse(id).is_err()
             {
-                return Err(invalid(&format!("ves.{name}.veid"), format!("{id:?} is not a valid VEID")));
+                return Err(invalid(
+                    &format!("ves.{name}.veid"),
+                    format!("{id:?} is not a valid VEID"),
+                ));
             }
             if let Some(hn) = &v.hn
                 && !hns.iter().any(|h| &h.name == hn || &h.host == hn)
             {
-                return Err(invalid(&format!("ves.{name}.hn"), format!("{hn:?} is not one of the configured hns")));
+                return Err(invalid(
+                    &format!("ves.{name}.hn"),
+                    format!("{hn:?} is not one of the configured hns"),
+                ));
             }
-            ves.insert(name.to_lowercase(), VeAlias { veid: v.veid.clone(), hn: v.hn.clone() });
+            ves.insert(
+                name.to_lowercase(),
+                VeAlias {
+                    veid: v.veid.clone(),
+                    hn: v.hn.clone(),
+                },
+            );
         }
         Ok(Config {
             source: file.to_string(),
@@ -358,11 +422,21 @@ fn default_known_hosts() -> Vec<PathBuf> {
 fn hn_from_raw(h: &RawHn, default_user: &str) -> Result<Hn, String> {
     match h {
         RawHn::Plain(s) => parse_hn_word(s, default_user),
-        RawHn::Full { host, port, user, name } => {
+        RawHn::Full {
+            host,
+            port,
+            user,
+            name,
+        } => {
             validate_host(host)?;
             let user = user.clone().unwrap_or_else(|| default_user.to_string());
             validate_user(&user)?;
-            Ok(Hn { name: name.clone().unwrap_or_else(|| host.clone()), host: host.clone(), port: port.unwrap_or(22), user })
+            Ok(Hn {
+                name: name.clone().unwrap_or_else(|| host.clone()),
+                host: host.clone(),
+                port: port.unwrap_or(22),
+                user,
+            })
         }
     }
 }
@@ -375,7 +449,9 @@ pub fn parse_hn_word(s: &str, default_user: &str) -> Result<Hn, String> {
         None => (default_user.to_string(), s),
     };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| format!("{s:?}: missing `]`"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing `]`"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse::<u16>().map_err(|_| format!("{s:?}: bad port"))?,
             None if after.is_empty() => 22,
@@ -384,7 +460,11 @@ pub fn parse_hn_word(s: &str, default_user: &str) -> Result<Hn, String> {
         (h.to_string(), port)
     } else {
         match rest.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse::<u16>().map_err(|_| format!("{s:?}: bad port {p:?}"))?),
+            Some((h, p)) if !h.contains(':') => (
+                h.to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| format!("{s:?}: bad port {p:?}"))?,
+            ),
             _ => (rest.to_string(), 22),
         }
     };
@@ -393,18 +473,33 @@ pub fn parse_hn_word(s: &str, default_user: &str) -> Result<Hn, String> {
     if port == 0 {
         return Err(format!("{s:?}: port 0"));
     }
-    Ok(Hn { name: host.clone(), host, port, user })
+    Ok(Hn {
+        name: host.clone(),
+        host,
+        port,
+        user,
+    })
 }
 
 fn validate_host(h: &str) -> Result<(), String> {
-    if h.is_empty() || h.len() > 253 || !h.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c)) {
+    if h.is_empty()
+        || h.len() > 253
+        || !h
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
+    {
         return Err(format!("{h:?} is not a valid host name or address"));
     }
     Ok(())
 }
 
 fn validate_user(u: &str) -> Result<(), String> {
-    if u.is_empty() || u.len() > 32 || !u.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if u.is_empty()
+        || u.len() > 32
+        || !u
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(format!("{u:?} is not a valid user name"));
     }
     Ok(())
@@ -412,8 +507,10 @@ fn validate_user(u: &str) -> Result<(), String> {
 
 /// The seed's HN list: one HN per line, `#` starts a comment.
 pub fn read_hnlist(path: &Path) -> Result<Vec<Hn>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { file: path.display().to_string(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -448,8 +545,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         None => (t, 1),
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 1G or 512M"))?;
-    if !(v > 0.0) || !v.is_finite() {
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1G or 512M"))?;
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return Err(format!("{s:?} must be positive"));
     }
     Ok((v * mult as f64) as u64)
@@ -458,9 +558,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `30s`, `5m`, `1h`, `500ms`, `90` (seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
     let secs = match unit.trim() {
         "" | "s" => v,
         "ms" => v / 1000.0,
@@ -486,11 +590,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.hns.len(), 2);
-        assert_eq!(c.hns[0], Hn { name: "hn1.example.com".into(), host: "hn1.example.com".into(), port: 22, user: "root".into() });
+        assert_eq!(
+            c.hns[0],
+            Hn {
+                name: "hn1.example.com".into(),
+                host: "hn1.example.com".into(),
+                port: 22,
+                user: "root".into()
+            }
+        );
         assert_eq!(c.hns[1].port, 2222);
         assert_eq!(c.snapshot_size, 1 << 30);
-        assert_eq!(c.ssh.identity_files, vec![PathBuf::from("/var/lib/backuppc/.ssh/id_ed25519")]);
-        assert_eq!(c.ssh.known_hosts, vec![PathBuf::from("/var/lib/backuppc/.ssh/known_hosts")]);
+        assert_eq!(
+            c.ssh.identity_files,
+            vec![PathBuf::from("/var/lib/backuppc/.ssh/id_ed25519")]
+        );
+        assert_eq!(
+            c.ssh.known_hosts,
+            vec![PathBuf::from("/var/lib/backuppc/.ssh/known_hosts")]
+        );
         assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
     }
 
@@ -504,15 +622,26 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_key() {
-        let e = Config::parse("snapshot:\n  size: lots\n", "/etc/bpc-ovz/config.yaml").unwrap_err().to_string();
-        assert!(e.contains("/etc/bpc-ovz/config.yaml") && e.contains("snapshot.size"), "{e}");
-        let e = Config::parse("hns:\n  - host: \"a;b\"\n", "f").unwrap_err().to_string();
+        let e = Config::parse("snapshot:\n  size: lots\n", "/etc/bpc-ovz/config.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/bpc-ovz/config.yaml") && e.contains("snapshot.size"),
+            "{e}"
+        );
+        let e = Config::parse("hns:\n  - host: \"a;b\"\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("hns[0]"), "{e}");
-        let e = Config::parse("ssh:\n  host_key_policy: maybe\n", "f").unwrap_err().to_string();
+        let e = Config::parse("ssh:\n  host_key_policy: maybe\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ssh.host_key_policy"), "{e}");
         let e = Config::parse("hns: [a, a]\n", "f").unwrap_err().to_string();
         assert!(e.contains("twice"), "{e}");
-        let e = Config::parse("snapshot:\n  sise: 1G\n", "f").unwrap_err().to_string();
+        let e = Config::parse("snapshot:\n  sise: 1G\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f:") && e.contains("sise"), "{e}");
         let e = Config::parse("hns: [\n", "f").unwrap_err().to_string();
         assert!(e.starts_with("f:"), "{e}");

@@ -67,13 +67,17 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn datum(&self, key: &str) -> Option<&str> {
-        self.data.iter().rev().find(|(_, k, _)| k == key).map(|(_, _, v)| v.as_str())
+        self.data
+            .iter()
+            .rev()
+            .find(|(_, k, _)| k == key)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
 enum Msg {
     Hello,
-    Begin(u32),
+    Begin,
     Rc(u32, i32),
     Data(String, String),
     Undo(u32),
@@ -95,7 +99,9 @@ impl<G: GuardIo> Lines<G> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let raw: Vec<u8> = self.buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).trim_end_matches('\r').to_string();
+                let line = String::from_utf8_lossy(&raw[..raw.len() - 1])
+                    .trim_end_matches('\r')
+                    .to_string();
                 if line.is_empty() {
                     continue;
                 }
@@ -116,14 +122,17 @@ impl<G: GuardIo> Lines<G> {
     }
 
     fn classify(&self, line: String) -> Msg {
-        let Some(rest) = line.strip_prefix(&self.marker).and_then(|r| r.strip_prefix(' ')) else {
+        let Some(rest) = line
+            .strip_prefix(&self.marker)
+            .and_then(|r| r.strip_prefix(' '))
+        else {
             return Msg::Output(line);
         };
         let w: Vec<&str> = rest.splitn(3, ' ').collect();
         let num = |i: usize| w.get(i).and_then(|s| s.trim().parse::<i64>().ok());
         match w.first().copied() {
             Some("hello") => Msg::Hello,
-            Some("begin") => num(1).map(|n| Msg::Begin(n as u32)).unwrap_or(Msg::Output(line.clone())),
+            Some("begin") => Msg::Begin,
             Some("rc") => match (num(1), num(2)) {
                 (Some(a), Some(b)) => Msg::Rc(a as u32, b as i32),
                 _ => Msg::Output(line.clone()),
@@ -133,7 +142,9 @@ impl<G: GuardIo> Lines<G> {
                 let (k, v) = kv.split_once(' ').unwrap_or((kv, ""));
                 Msg::Data(k.to_string(), v.to_string())
             }
-            Some("undo") => num(1).map(|n| Msg::Undo(n as u32)).unwrap_or(Msg::Output(line.clone())),
+            Some("undo") => num(1)
+                .map(|n| Msg::Undo(n as u32))
+                .unwrap_or(Msg::Output(line.clone())),
             Some("undone") => match (num(1), num(2)) {
                 (Some(a), Some(b)) => Msg::Undone(a as u32, b as i32),
                 _ => Msg::Output(line.clone()),
@@ -160,7 +171,12 @@ impl<'p, G: GuardIo> Executor<'p, G> {
     pub fn new(plan: &'p Plan, io: G, nonce: &str) -> Self {
         Executor {
             plan,
-            lines: Lines { io, buf: Vec::new(), marker: format!("@@{nonce}"), closed: false },
+            lines: Lines {
+                io,
+                buf: Vec::new(),
+                marker: format!("@@{nonce}"),
+                closed: false,
+            },
             current: 0,
             tail: Vec::new(),
         }
@@ -180,7 +196,10 @@ impl<'p, G: GuardIo> Executor<'p, G> {
         let mut out = Outcome::default();
         let mut transfer = Some(transfer);
         // Wait for the guard to say hello.
-        if !self.wait_for(&mut out, report, &mut cancel, |m| matches!(m, Msg::Hello)).await {
+        if !self
+            .wait_for(&mut out, report, &mut cancel, |m| matches!(m, Msg::Hello))
+            .await
+        {
             return self.finish(out, report).await;
         }
         let steps: Vec<Step> = self.plan.steps.clone();
@@ -195,8 +214,17 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                     self.current = step.id;
                     self.tail.clear();
                     out.started.push(step.id);
-                    report(Event::StepBegin { id: step.id, name: step.name.clone() });
-                    if self.lines.io.send(format!("run {}\n", step.id).as_bytes()).await.is_err() {
+                    report(Event::StepBegin {
+                        id: step.id,
+                        name: step.name.clone(),
+                    });
+                    if self
+                        .lines
+                        .io
+                        .send(format!("run {}\n", step.id).as_bytes())
+                        .await
+                        .is_err()
+                    {
                         out.guard_lost = true;
                         report(Event::GuardLost);
                         break;
@@ -256,7 +284,11 @@ impl<'p, G: GuardIo> Executor<'p, G> {
             report(Event::GuardLost);
             return out;
         }
-        let deadline = if out.cancelled { Some(tokio::time::Instant::now() + CANCEL_GRACE) } else { None };
+        let deadline = if out.cancelled {
+            Some(tokio::time::Instant::now() + CANCEL_GRACE)
+        } else {
+            None
+        };
         loop {
             let msg = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, self.lines.next()).await {
@@ -328,11 +360,18 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                 if self.tail.len() > 8 {
                     self.tail.remove(0);
                 }
-                report(Event::Output { id: self.current, line });
+                report(Event::Output {
+                    id: self.current,
+                    line,
+                });
             }
             Msg::Data(k, v) => {
                 out.data.push((self.current, k.clone(), v.clone()));
-                report(Event::Data { id: self.current, key: k, value: v });
+                report(Event::Data {
+                    id: self.current,
+                    key: k,
+                    value: v,
+                });
             }
             Msg::Undo(id) => {
                 self.current = id;
@@ -345,18 +384,20 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                 report(Event::Undone { id, rc });
             }
             Msg::Unwound => out.unwound = true,
-            Msg::Begin(_) | Msg::Hello | Msg::Rc(..) | Msg::Bye => {}
+            Msg::Begin | Msg::Hello | Msg::Rc(..) | Msg::Bye => {}
         }
     }
 }
 
-/// A guard running as a local `sh` (tests, and the executor's own unit tests).
+/// A guard running as a local `sh` (the executor's own unit tests).
+#[cfg(test)]
 pub struct LocalGuard {
     pub child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
 }
 
+#[cfg(test)]
 impl LocalGuard {
     pub fn spawn(script: &str) -> std::io::Result<LocalGuard> {
         use std::process::Stdio;
@@ -401,12 +442,16 @@ impl LocalGuard {
     }
 }
 
+#[cfg(test)]
 impl GuardIo for LocalGuard {
     async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         match self.stdin.as_mut() {
             Some(s) => s.write_all(bytes).await,
-            None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "guard stdin closed")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "guard stdin closed",
+            )),
         }
     }
     async fn recv(&mut self) -> Option<Vec<u8>> {
@@ -425,14 +470,22 @@ mod tests {
             name: format!("step{id}"),
             phase: Phase::Prepare,
             summary: String::new(),
-            action: Action::Hn { script: script.into() },
+            action: Action::Hn {
+                script: script.into(),
+            },
             undo: undo.map(String::from),
             holds_locks: false,
         }
     }
 
     fn plan(steps: Vec<Step>) -> Plan {
-        Plan { title: "t".into(), facts: vec![], warnings: vec![], library: String::new(), steps }
+        Plan {
+            title: "t".into(),
+            facts: vec![],
+            warnings: vec![],
+            library: String::new(),
+            steps,
+        }
     }
 
     async fn run_plan(p: &Plan, code: i32) -> (Outcome, Vec<Event>) {
@@ -441,7 +494,13 @@ mod tests {
         let mut ev = Vec::new();
         let out = Executor::new(p, g, "n1")
             .run(
-                |_| async move { TransferResult { code, proceed: code == 0, note: None } },
+                |_| async move {
+                    TransferResult {
+                        code,
+                        proceed: code == 0,
+                        note: None,
+                    }
+                },
                 rx,
                 &mut |e| ev.push(e),
             )
@@ -462,7 +521,10 @@ mod tests {
                 name: "transfer".into(),
                 phase: Phase::Transfer,
                 summary: String::new(),
-                action: Action::Transfer { command: "x".into(), stdin_note: None },
+                action: Action::Transfer {
+                    command: "x".into(),
+                    stdin_note: None,
+                },
                 undo: None,
                 holds_locks: false,
             },
@@ -483,7 +545,11 @@ mod tests {
         let l = log.display();
         let p = plan(vec![
             hn(1, &format!("echo a >>{l}"), Some(&format!("echo ua >>{l}"))),
-            hn(2, "echo 'VG has no room'; exit 23", Some(&format!("echo u2 >>{l}"))),
+            hn(
+                2,
+                "echo 'VG has no room'; exit 23",
+                Some(&format!("echo u2 >>{l}")),
+            ),
             hn(3, &format!("echo never >>{l}"), None),
         ]);
         let (out, _) = run_plan(&p, 0).await;
@@ -505,7 +571,10 @@ mod tests {
                 name: "transfer".into(),
                 phase: Phase::Transfer,
                 summary: String::new(),
-                action: Action::Transfer { command: "x".into(), stdin_note: None },
+                action: Action::Transfer {
+                    command: "x".into(),
+                    stdin_note: None,
+                },
                 undo: None,
                 holds_locks: false,
             },
@@ -521,7 +590,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
         let l = log.display();
-        let p = plan(vec![hn(1, &format!("echo a >>{l}"), Some(&format!("echo ua >>{l}")))]);
+        let p = plan(vec![hn(
+            1,
+            &format!("echo a >>{l}"),
+            Some(&format!("echo ua >>{l}")),
+        )]);
         let mut g = LocalGuard::spawn(&guard_script(&p, "n2")).unwrap();
         g.send(b"run 1\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -536,21 +609,46 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let lock = d.path().join("lock");
         let out_f = d.path().join("fds");
-        let mut lock_step = hn(1, &format!("exec 8>{}; flock -n 8", lock.display()), Some("exec 8>&-"));
+        let mut lock_step = hn(
+            1,
+            &format!("exec 8>{}; flock -n 8", lock.display()),
+            Some("exec 8>&-"),
+        );
         lock_step.holds_locks = true;
         // A step that would keep the lock forever if it inherited fd 8 (like a VE started by vzctl).
         let p = plan(vec![
             lock_step,
             hn(2, &format!("ls /proc/self/fd > {}", out_f.display()), None),
-            hn(3, &format!("flock -n {} true && echo still-held-by-guard || echo held", lock.display()), None),
+            hn(
+                3,
+                &format!(
+                    "flock -n {} true && echo still-held-by-guard || echo held",
+                    lock.display()
+                ),
+                None,
+            ),
         ]);
         let (out, ev) = run_plan(&p, 0).await;
         assert!(out.failed.is_none());
         let fds = std::fs::read_to_string(&out_f).unwrap();
-        assert!(!fds.lines().any(|l| l == "8"), "fd 8 leaked into a step: {fds}");
-        assert!(ev.contains(&Event::Output { id: 3, line: "held".into() }), "{ev:?}");
+        assert!(
+            !fds.lines().any(|l| l == "8"),
+            "fd 8 leaked into a step: {fds}"
+        );
+        assert!(
+            ev.contains(&Event::Output {
+                id: 3,
+                line: "held".into()
+            }),
+            "{ev:?}"
+        );
         // After unwinding the lock is free.
-        let free = std::process::Command::new("flock").arg("-n").arg(&lock).arg("true").status().unwrap();
+        let free = std::process::Command::new("flock")
+            .arg("-n")
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap();
         assert!(free.success());
     }
 
@@ -573,7 +671,17 @@ mod tests {
         });
         let mut ev = Vec::new();
         let out = Executor::new(&p, g, "n3")
-            .run(|_| async { TransferResult { code: 0, proceed: true, note: None } }, rx, &mut |e| ev.push(e))
+            .run(
+                |_| async {
+                    TransferResult {
+                        code: 0,
+                        proceed: true,
+                        note: None,
+                    }
+                },
+                rx,
+                &mut |e| ev.push(e),
+            )
             .await;
         assert!(out.cancelled);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -582,9 +690,18 @@ mod tests {
 
     #[tokio::test]
     async fn forged_markers_without_nonce_are_plain_output() {
-        let p = plan(vec![hn(1, "echo '@@other rc 1 0'; echo '@@n1x rc 1 0'", None)]);
+        let p = plan(vec![hn(
+            1,
+            "echo '@@other rc 1 0'; echo '@@n1x rc 1 0'",
+            None,
+        )]);
         let (out, ev) = run_plan(&p, 0).await;
         assert!(out.failed.is_none());
-        assert!(ev.iter().filter(|e| matches!(e, Event::Output { .. })).count() == 2);
+        assert!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::Output { .. }))
+                .count()
+                == 2
+        );
     }
 }

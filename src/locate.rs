@@ -17,7 +17,11 @@ pub enum LocateError {
     #[error("{host}: no VE with that name, IP or alias on {asked}")]
     NotFound { host: String, asked: String },
     #[error("{host}: not found on the reachable HNs ({asked}); unreachable: {unreachable}")]
-    NotFoundSomeUnreachable { host: String, asked: String, unreachable: String },
+    NotFoundSomeUnreachable {
+        host: String,
+        asked: String,
+        unreachable: String,
+    },
     #[error("{host}: found on more than one HN: {found}")]
     Ambiguous { host: String, found: String },
     #[error("{0}")]
@@ -37,7 +41,8 @@ impl LocateError {
 /// SSH options from the config (reads the key passphrase now, so a bad one fails early).
 pub fn ssh_options(cfg: &Config) -> Result<SshOptions, String> {
     let passphrase = if let Some(f) = &cfg.ssh.passphrase_file {
-        let t = std::fs::read_to_string(f).map_err(|e| format!("ssh.passphrase_file {}: {e}", f.display()))?;
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| format!("ssh.passphrase_file {}: {e}", f.display()))?;
         Some(t.trim_end_matches(['\n', '\r']).to_string())
     } else if let Some(v) = &cfg.ssh.passphrase_env {
         Some(std::env::var(v).map_err(|_| format!("ssh.passphrase_env: variable {v} is not set"))?)
@@ -61,7 +66,11 @@ pub fn ssh_options(cfg: &Config) -> Result<SshOptions, String> {
 }
 
 pub fn addr(hn: &Hn) -> HnAddr {
-    HnAddr { host: hn.host.clone(), port: hn.port, user: hn.user.clone() }
+    HnAddr {
+        host: hn.host.clone(),
+        port: hn.port,
+        user: hn.user.clone(),
+    }
 }
 
 /// What one HN said.
@@ -95,17 +104,30 @@ pub async fn list_all(cfg: &Config, opts: &SshOptions, hns: &[Hn]) -> Vec<HnList
     out.into_iter().map(|(_, l)| l).collect()
 }
 
-async fn list_one(hn: &Hn, opts: &SshOptions) -> Result<(Session, Vec<ListedVe>, Vec<String>), String> {
-    let s = Session::connect(&addr(hn), opts).await.map_err(|e: SshError| e.to_string())?;
+async fn list_one(
+    hn: &Hn,
+    opts: &SshOptions,
+) -> Result<(Session, Vec<ListedVe>, Vec<String>), String> {
+    let s = Session::connect(&addr(hn), opts)
+        .await
+        .map_err(|e: SshError| e.to_string())?;
     let marker = format!("@@{}", crate::nonce());
-    let out = s.exec(&vzlist_command(&marker), b"").await.map_err(|e| e.to_string())?;
+    let out = s
+        .exec(&vzlist_command(&marker), b"")
+        .await
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (ves, warn) = parse_vzlist(&text, &marker).map_err(|e| e.to_string())?;
     Ok((s, ves, warn))
 }
 
 /// How HOST matches a listed VE.
-pub fn matches(host: &str, ips: &BTreeSet<IpAddr>, alias_veid: Option<&str>, ve: &ListedVe) -> bool {
+pub fn matches(
+    host: &str,
+    ips: &BTreeSet<IpAddr>,
+    alias_veid: Option<&str>,
+    ve: &ListedVe,
+) -> bool {
     if let Some(id) = alias_veid {
         return ve.veid.as_str() == id;
     }
@@ -118,7 +140,9 @@ pub fn matches(host: &str, ips: &BTreeSet<IpAddr>, alias_veid: Option<&str>, ve:
     }
     ve.ips.iter().any(|ip| {
         let bare = ip.split('/').next().unwrap_or(ip);
-        bare.parse::<IpAddr>().map(|a| ips.contains(&a)).unwrap_or(false)
+        bare.parse::<IpAddr>()
+            .map(|a| ips.contains(&a))
+            .unwrap_or(false)
     })
 }
 
@@ -127,7 +151,12 @@ pub async fn resolve(host: &str) -> BTreeSet<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return [ip].into_iter().collect();
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::lookup_host((host, 0))).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::lookup_host((host, 0)),
+    )
+    .await
+    {
         Ok(Ok(it)) => it.map(|a| a.ip()).collect(),
         _ => BTreeSet::new(),
     }
@@ -143,13 +172,25 @@ pub struct Located {
 pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Located, LocateError> {
     let alias = cfg.ves.get(&host.to_ascii_lowercase()).cloned();
     let hns: Vec<Hn> = match alias.as_ref().and_then(|a| a.hn.clone()) {
-        Some(name) => cfg.hns.iter().filter(|h| h.name == name || h.host == name).cloned().collect(),
+        Some(name) => cfg
+            .hns
+            .iter()
+            .filter(|h| h.name == name || h.host == name)
+            .cloned()
+            .collect(),
         None => cfg.hns.clone(),
     };
     if hns.is_empty() {
-        return Err(LocateError::Config(format!("{}: no hardware nodes configured (key `hns`)", cfg.source)));
+        return Err(LocateError::Config(format!(
+            "{}: no hardware nodes configured (key `hns`)",
+            cfg.source
+        )));
     }
-    let ips = if alias.as_ref().and_then(|a| a.veid.as_ref()).is_some() { BTreeSet::new() } else { resolve(host).await };
+    let ips = if alias.as_ref().and_then(|a| a.veid.as_ref()).is_some() {
+        BTreeSet::new()
+    } else {
+        resolve(host).await
+    };
     let listings = list_all(cfg, opts, &hns).await;
     let asked: Vec<String> = listings.iter().map(|l| l.hn.name.clone()).collect();
     let mut unreachable = Vec::new();
@@ -166,7 +207,14 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
                 }
                 let hits: Vec<ListedVe> = ves
                     .into_iter()
-                    .filter(|v| matches(host, &ips, alias.as_ref().and_then(|a| a.veid.as_deref()), v))
+                    .filter(|v| {
+                        matches(
+                            host,
+                            &ips,
+                            alias.as_ref().and_then(|a| a.veid.as_deref()),
+                            v,
+                        )
+                    })
                     .collect();
                 if hits.len() > 1 {
                     let ids: Vec<String> = hits.iter().map(|v| v.veid.to_string()).collect();
@@ -176,7 +224,11 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
                     });
                 }
                 if let Some(ve) = hits.into_iter().next() {
-                    found.push(Located { hn: l.hn.clone(), ve, session });
+                    found.push(Located {
+                        hn: l.hn.clone(),
+                        ve,
+                        session,
+                    });
                 } else {
                     session.close().await;
                 }
@@ -190,10 +242,17 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
             asked: asked.join(", "),
             unreachable: unreachable.join("; "),
         }),
-        0 => Err(LocateError::NotFound { host: host.into(), asked: asked.join(", ") }),
+        0 => Err(LocateError::NotFound {
+            host: host.into(),
+            asked: asked.join(", "),
+        }),
         _ => Err(LocateError::Ambiguous {
             host: host.into(),
-            found: found.iter().map(|f| format!("{} (VE {})", f.hn.name, f.ve.veid)).collect::<Vec<_>>().join(", "),
+            found: found
+                .iter()
+                .map(|f| format!("{} (VE {})", f.hn.name, f.ve.veid))
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -215,7 +274,11 @@ mod tests {
     #[test]
     fn matching_rules() {
         let none = BTreeSet::new();
-        let v = ve("101", Some("ve101.example.com"), &["10.0.0.101", "fd00::1/64"]);
+        let v = ve(
+            "101",
+            Some("ve101.example.com"),
+            &["10.0.0.101", "fd00::1/64"],
+        );
         assert!(matches("ve101.example.com", &none, None, &v));
         assert!(matches("VE101.example.com.", &none, None, &v));
         assert!(matches("ve101", &none, None, &v));

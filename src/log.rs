@@ -55,13 +55,20 @@ impl Drop for SyslogLine {
 impl<'a> MakeWriter<'a> for Syslog {
     type Writer = SyslogLine;
     fn make_writer(&'a self) -> SyslogLine {
-        SyslogLine { sock: self.sock.clone(), buf: Vec::new() }
+        SyslogLine {
+            sock: self.sock.clone(),
+            buf: Vec::new(),
+        }
     }
 }
 
 fn syslog() -> Syslog {
-    let s = UnixDatagram::unbound().ok().filter(|s| s.connect("/dev/log").is_ok());
-    Syslog { sock: Arc::new(Mutex::new(s)) }
+    let s = UnixDatagram::unbound()
+        .ok()
+        .filter(|s| s.connect("/dev/log").is_ok());
+    Syslog {
+        sock: Arc::new(Mutex::new(s)),
+    }
 }
 
 /// Install the global subscriber. `stderr`: whether fd 2 may carry diagnostics.
@@ -84,7 +91,7 @@ pub fn init(cfg: &LogConfig, stderr: bool) {
             .event_format(Prefixed)
             .with_filter(level)
     });
-    let file_layer = cfg.file.as_ref().and_then(|p| open_log(p)).map(|f| {
+    let file_layer = cfg.file.as_ref().and_then(open_log).map(|f| {
         tracing_subscriber::fmt::layer()
             .with_writer(Mutex::new(f))
             .with_target(false)
@@ -99,12 +106,19 @@ pub fn init(cfg: &LogConfig, stderr: bool) {
             .with_ansi(false)
             .with_filter(level)
     });
-    let sub = tracing_subscriber::registry().with(stderr_layer).with(file_layer).with(syslog_layer);
+    let sub = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .with(syslog_layer);
     let _ = tracing::subscriber::set_global_default(sub);
 }
 
 fn open_log(p: &PathBuf) -> Option<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .ok()
 }
 
 /// `bpc-ovz: message` on stderr: short lines that read well in an XferLOG.

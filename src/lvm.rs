@@ -32,15 +32,36 @@ pub struct Mount {
 }
 
 /// Field list for [`parse_lvs`]; keep the two in step.
-pub const LVS_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,origin,snap_percent,lv_kernel_major,lv_kernel_minor";
+pub const LVS_FIELDS: &str =
+    "vg_name,lv_name,lv_size,lv_attr,origin,snap_percent,lv_kernel_major,lv_kernel_minor";
 pub const VGS_FIELDS: &str = "vg_name,vg_size,vg_free";
 
 pub fn lvs_args() -> Vec<&'static str> {
-    vec!["lvs", "--units", "b", "--nosuffix", "--noheadings", "--separator", ":", "-o", LVS_FIELDS]
+    vec![
+        "lvs",
+        "--units",
+        "b",
+        "--nosuffix",
+        "--noheadings",
+        "--separator",
+        ":",
+        "-o",
+        LVS_FIELDS,
+    ]
 }
 
 pub fn vgs_args() -> Vec<&'static str> {
-    vec!["vgs", "--units", "b", "--nosuffix", "--noheadings", "--separator", ":", "-o", VGS_FIELDS]
+    vec![
+        "vgs",
+        "--units",
+        "b",
+        "--nosuffix",
+        "--noheadings",
+        "--separator",
+        ":",
+        "-o",
+        VGS_FIELDS,
+    ]
 }
 
 pub fn parse_lvs(text: &str) -> (Vec<Lv>, Vec<String>) {
@@ -56,12 +77,23 @@ pub fn parse_lvs(text: &str) -> (Vec<Lv>, Vec<String>) {
             warn.push(format!("skipped lvs line {t:?}"));
             continue;
         }
-        let size = f[2].trim().split(['.', ',']).next().unwrap_or("").parse::<u64>();
+        let size = f[2]
+            .trim()
+            .split(['.', ','])
+            .next()
+            .unwrap_or("")
+            .parse::<u64>();
         let Ok(size) = size else {
             warn.push(format!("skipped lvs line {t:?}"));
             continue;
         };
-        let num = |s: &str| s.trim().parse::<i64>().ok().filter(|v| *v >= 0).map(|v| v as u32);
+        let num = |s: &str| {
+            s.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .map(|v| v as u32)
+        };
         out.push(Lv {
             vg: f[0].trim().to_string(),
             name: f[1].trim().to_string(),
@@ -83,8 +115,19 @@ pub fn parse_vgs(text: &str) -> Vec<Vg> {
             if f.len() != 3 {
                 return None;
             }
-            let n = |s: &str| s.trim().split(['.', ',']).next().unwrap_or("").parse::<u64>().ok();
-            Some(Vg { name: f[0].trim().to_string(), size: n(f[1])?, free: n(f[2])? })
+            let n = |s: &str| {
+                s.trim()
+                    .split(['.', ','])
+                    .next()
+                    .unwrap_or("")
+                    .parse::<u64>()
+                    .ok()
+            };
+            Some(Vg {
+                name: f[0].trim().to_string(),
+                size: n(f[1])?,
+                free: n(f[2])?,
+            })
         })
         .collect()
 }
@@ -95,8 +138,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -111,12 +159,18 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = f.iter().position(|w| *w == "-") else { continue };
+        let Some(dash) = f.iter().position(|w| *w == "-") else {
+            continue;
+        };
         if dash < 6 || f.len() < dash + 3 {
             continue;
         }
-        let Some((maj, min)) = f[2].split_once(':') else { continue };
-        let (Ok(major), Ok(minor)) = (maj.parse(), min.parse()) else { continue };
+        let Some((maj, min)) = f[2].split_once(':') else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (maj.parse(), min.parse()) else {
+            continue;
+        };
         out.push(Mount {
             major,
             minor,
@@ -134,7 +188,10 @@ pub fn mount_for<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
     let mut best: Option<&Mount> = None;
     for m in mounts {
         let mp = m.mount_point.trim_end_matches('/');
-        let inside = path == m.mount_point || mp.is_empty() || path.starts_with(&format!("{mp}/")) || path == mp;
+        let inside = path == m.mount_point
+            || mp.is_empty()
+            || path.starts_with(&format!("{mp}/"))
+            || path == mp;
         if inside && best.is_none_or(|b| m.mount_point.len() >= b.mount_point.len()) {
             best = Some(m);
         }
@@ -144,20 +201,25 @@ pub fn mount_for<'a>(mounts: &'a [Mount], path: &str) -> Option<&'a Mount> {
 
 /// `/dev/mapper/` spelling of an LV: dashes inside VG and LV names are doubled.
 pub fn mapper_path(vg: &str, lv: &str) -> String {
-    format!("/dev/mapper/{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
+    format!(
+        "/dev/mapper/{}-{}",
+        vg.replace('-', "--"),
+        lv.replace('-', "--")
+    )
 }
 
 /// Find the LV mounted as `m`: by device path spelling (`/dev/VG/LV`, `/dev/mapper/VG-LV`), then
 /// by kernel major:minor.
 pub fn lv_for_mount<'a>(lvs: &'a [Lv], m: &Mount) -> Option<&'a Lv> {
     lvs.iter()
-        .find(|lv| m.source == format!("/dev/{}/{}", lv.vg, lv.name) || m.source == mapper_path(&lv.vg, &lv.name))
-        .or_else(|| lvs.iter().find(|lv| lv.major == Some(m.major) && lv.minor == Some(m.minor)))
-}
-
-/// Whether an `lvs` attr string marks an invalid (overflowed) snapshot.
-pub fn snapshot_invalid(attr: &str) -> bool {
-    attr.chars().nth(4) == Some('I') || attr.starts_with('S')
+        .find(|lv| {
+            m.source == format!("/dev/{}/{}", lv.vg, lv.name)
+                || m.source == mapper_path(&lv.vg, &lv.name)
+        })
+        .or_else(|| {
+            lvs.iter()
+                .find(|lv| lv.major == Some(m.major) && lv.minor == Some(m.minor))
+        })
 }
 
 #[cfg(test)]
@@ -194,7 +256,13 @@ mod tests {
         let vz = mount_for(&m, "/vz/private/101").unwrap();
         assert_eq!(lv_for_mount(&lvs, vz).unwrap().name, "vz");
         // major:minor fallback (e.g. /dev/dm-3 in the mount table)
-        let dm = Mount { major: 253, minor: 3, mount_point: "/vz".into(), fstype: "ext4".into(), source: "/dev/dm-3".into() };
+        let dm = Mount {
+            major: 253,
+            minor: 3,
+            mount_point: "/vz".into(),
+            fstype: "ext4".into(),
+            source: "/dev/dm-3".into(),
+        };
         assert_eq!(lv_for_mount(&lvs, &dm).unwrap().name, "vz");
         assert_eq!(mapper_path("vg-data", "vz"), "/dev/mapper/vg--data-vz");
     }
@@ -202,8 +270,13 @@ mod tests {
     #[test]
     fn vgs_and_attr() {
         let v = parse_vgs("  vg0:2147483648:1073741824\n  bad\n");
-        assert_eq!(v, vec![Vg { name: "vg0".into(), size: 2147483648, free: 1073741824 }]);
-        assert!(snapshot_invalid("swi-I-s---"));
-        assert!(!snapshot_invalid("swi-a-s---"));
+        assert_eq!(
+            v,
+            vec![Vg {
+                name: "vg0".into(),
+                size: 2147483648,
+                free: 1073741824
+            }]
+        );
     }
 }

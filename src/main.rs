@@ -99,7 +99,10 @@ enum Cmd {
 pub fn nonce() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         b[..16].copy_from_slice(&(t ^ (std::process::id() as u128) << 64).to_le_bytes());
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -107,7 +110,11 @@ pub fn nonce() -> String {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bpc-ovz: cannot start: {e}");
@@ -139,8 +146,15 @@ async fn run(cli: Cli) -> i32 {
             };
             log::init(&cfg.log, true);
             let mut cfg = cfg;
-            cfg.ssh.identity_files.extend(inv.identity_files.iter().map(PathBuf::from));
-            let req = backup::Request { host: inv.host, words: inv.words, caller: backup::Caller::Ssh, restore_keyword: false };
+            cfg.ssh
+                .identity_files
+                .extend(inv.identity_files.iter().map(PathBuf::from));
+            let req = backup::Request {
+                host: inv.host,
+                words: inv.words,
+                caller: backup::Caller::Ssh,
+                restore_keyword: false,
+            };
             backup::run(&cfg, req, signals()).await
         }
         Cmd::Server { args } => {
@@ -149,7 +163,12 @@ async fn run(cli: Cli) -> i32 {
             let cfg = match config::Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    log::init(&config::Config::parse("", "-").map(|c| c.log).unwrap_or_else(|_| unreachable_log()), false);
+                    log::init(
+                        &config::Config::parse("", "-")
+                            .map(|c| c.log)
+                            .unwrap_or_else(|_| unreachable_log()),
+                        false,
+                    );
                     tracing::error!("{e}");
                     return EXIT_REFUSED;
                 }
@@ -170,7 +189,12 @@ async fn run(cli: Cli) -> i32 {
             };
             backup::run(&cfg, req, signals()).await
         }
-        Cmd::Plan { host, paths, json, script } => {
+        Cmd::Plan {
+            host,
+            paths,
+            json,
+            script,
+        } => {
             let cfg = match config::Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -191,7 +215,11 @@ async fn run(cli: Cli) -> i32 {
 }
 
 fn unreachable_log() -> config::LogConfig {
-    config::LogConfig { file: None, syslog: true, level: "info".into() }
+    config::LogConfig {
+        file: None,
+        syslog: true,
+        level: "info".into(),
+    }
 }
 
 /// SIGINT, SIGTERM, SIGHUP, SIGUSR1 (rsync_bpc on error) and SIGPIPE abort the run: the receiver

@@ -17,9 +17,14 @@ impl VeId {
     pub fn parse(s: &str) -> Result<VeId, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && !s.starts_with('-');
-        if ok { Ok(VeId(s.to_string())) } else { Err(format!("{:?} is not a valid VEID", truncate(s, 80))) }
+        if ok {
+            Ok(VeId(s.to_string()))
+        } else {
+            Err(format!("{:?} is not a valid VEID", truncate(s, 80)))
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -94,19 +99,31 @@ pub enum VzlistError {
 }
 
 /// Parse the output of [`vzlist_command`]. Returns the VEs and warnings about lines skipped.
-pub fn parse_vzlist(output: &str, marker: &str) -> Result<(Vec<ListedVe>, Vec<String>), VzlistError> {
+pub fn parse_vzlist(
+    output: &str,
+    marker: &str,
+) -> Result<(Vec<ListedVe>, Vec<String>), VzlistError> {
     let mut sections: Vec<(Vec<&str>, i32)> = Vec::new();
     let mut cur: Vec<&str> = Vec::new();
     for line in output.lines() {
-        if let Some(rest) = line.strip_prefix(marker).and_then(|r| r.strip_prefix(" rc ")) {
-            let rc = rest.trim().parse::<i32>().map_err(|_| VzlistError::Garbled(truncate(line, 120)))?;
+        if let Some(rest) = line
+            .strip_prefix(marker)
+            .and_then(|r| r.strip_prefix(" rc "))
+        {
+            let rc = rest
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| VzlistError::Garbled(truncate(line, 120)))?;
             sections.push((std::mem::take(&mut cur), rc));
         } else {
             cur.push(line);
         }
     }
     if sections.len() != 2 {
-        return Err(VzlistError::Garbled(format!("expected 2 sections, got {}", sections.len())));
+        return Err(VzlistError::Garbled(format!(
+            "expected 2 sections, got {}",
+            sections.len()
+        )));
     }
     let mut warnings = Vec::new();
     let mut ves: BTreeMap<VeId, ListedVe> = BTreeMap::new();
@@ -125,8 +142,20 @@ pub fn parse_vzlist(output: &str, marker: &str) -> Result<(Vec<ListedVe>, Vec<St
         let host = it.next().unwrap_or("").trim();
         match (VeId::parse(id), VeStatus::parse(st)) {
             (Ok(veid), Some(status)) => {
-                let hostname = if host.is_empty() || host == "-" { None } else { Some(host.to_string()) };
-                ves.insert(veid.clone(), ListedVe { veid, status, hostname, ips: Vec::new() });
+                let hostname = if host.is_empty() || host == "-" {
+                    None
+                } else {
+                    Some(host.to_string())
+                };
+                ves.insert(
+                    veid.clone(),
+                    ListedVe {
+                        veid,
+                        status,
+                        hostname,
+                        ips: Vec::new(),
+                    },
+                );
             }
             _ => warnings.push(format!("skipped vzlist line {:?}", truncate(line, 120))),
         }
@@ -158,7 +187,10 @@ fn empty_list(lines: &[&str], rc: i32) -> Result<Option<Vec<String>>, VzlistErro
     if rc == 1 && (text.contains("not found")) {
         return Ok(Some(Vec::new()));
     }
-    Err(VzlistError::Failed { rc, msg: truncate(text.trim(), 200) })
+    Err(VzlistError::Failed {
+        rc,
+        msg: truncate(text.trim(), 200),
+    })
 }
 
 /// Parsed `vzctl status`: `CTID 101 exist mounted running` (or `VEID ...`).
@@ -170,12 +202,18 @@ pub struct VzStatus {
 }
 
 pub fn parse_vzctl_status(line: &str) -> Option<VzStatus> {
-    let l = line.lines().find(|l| l.starts_with("CTID ") || l.starts_with("VEID "))?;
+    let l = line
+        .lines()
+        .find(|l| l.starts_with("CTID ") || l.starts_with("VEID "))?;
     let w: Vec<&str> = l.split_whitespace().collect();
     if w.len() < 5 {
         return None;
     }
-    Some(VzStatus { exists: w[2] == "exist", mounted: w[3] == "mounted", running: w[4] == "running" })
+    Some(VzStatus {
+        exists: w[2] == "exist",
+        mounted: w[3] == "mounted",
+        running: w[4] == "running",
+    })
 }
 
 /// Parse a shell-style VE config (`KEY="value"` lines) without evaluating it. `$VEID` and
@@ -187,27 +225,43 @@ pub fn parse_conf(text: &str, veid: &VeId) -> BTreeMap<String, String> {
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = l.split_once('=') else { continue };
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
         let k = k.trim();
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue;
         }
         let v = v.trim();
         let value = if let Some(inner) = v.strip_prefix('"') {
-            inner.rsplit_once('"').map(|(a, _)| a).unwrap_or(inner).to_string()
+            inner
+                .rsplit_once('"')
+                .map(|(a, _)| a)
+                .unwrap_or(inner)
+                .to_string()
         } else if let Some(inner) = v.strip_prefix('\'') {
-            inner.rsplit_once('\'').map(|(a, _)| a).unwrap_or(inner).to_string()
+            inner
+                .rsplit_once('\'')
+                .map(|(a, _)| a)
+                .unwrap_or(inner)
+                .to_string()
         } else {
             v.split('#').next().unwrap_or("").trim().to_string()
         };
-        let value = value.replace("${VEID}", veid.as_str()).replace("$VEID", veid.as_str());
+        let value = value
+            .replace("${VEID}", veid.as_str())
+            .replace("$VEID", veid.as_str());
         out.insert(k.to_string(), value);
     }
     out
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() > n { format!("{}...", s.chars().take(n).collect::<String>()) } else { s.to_string() }
+    if s.chars().count() > n {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -233,7 +287,10 @@ mod tests {
         let out = "Container(s) not found\n@@m rc 1\nContainer(s) not found\n@@m rc 1\n";
         assert!(parse_vzlist(out, M).unwrap().0.is_empty());
         let out = "Unable to open /proc/vz/veinfo\n@@m rc 1\nx\n@@m rc 1\n";
-        assert!(matches!(parse_vzlist(out, M), Err(VzlistError::Failed { rc: 1, .. })));
+        assert!(matches!(
+            parse_vzlist(out, M),
+            Err(VzlistError::Failed { rc: 1, .. })
+        ));
         assert!(parse_vzlist("junk", M).is_err());
     }
 

@@ -34,7 +34,10 @@ pub enum Action {
     /// A shell function body run by the guard on the HN.
     Hn { script: String },
     /// The relayed transfer: `command` runs on its own channel, stdio relayed to BackupPC.
-    Transfer { command: String, stdin_note: Option<String> },
+    Transfer {
+        command: String,
+        stdin_note: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -77,17 +80,31 @@ impl Plan {
         for w in &self.warnings {
             let _ = writeln!(o, "  WARNING: {w}");
         }
-        let _ = writeln!(o, "steps (run in one guard shell on the HN; undos run in reverse on failure, abort or lost connection):");
+        let _ = writeln!(
+            o,
+            "steps (run in one guard shell on the HN; undos run in reverse on failure, abort or lost connection):"
+        );
         for s in &self.steps {
-            let mark = if s.phase == Phase::Downtime { "  <== VE DOWN inside this step only" } else { "" };
-            let _ = writeln!(o, "  {}. [{:?}] {}: {}{}", s.id, s.phase, s.name, s.summary, mark);
+            let mark = if s.phase == Phase::Downtime {
+                "  <== VE DOWN inside this step only"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "  {}. [{:?}] {}: {}{}",
+                s.id, s.phase, s.name, s.summary, mark
+            );
             match &s.action {
                 Action::Hn { script } => {
                     for l in script.lines() {
                         let _ = writeln!(o, "       | {l}");
                     }
                 }
-                Action::Transfer { command, stdin_note } => {
+                Action::Transfer {
+                    command,
+                    stdin_note,
+                } => {
                     let _ = writeln!(o, "       | {command}");
                     if let Some(n) = stdin_note {
                         let _ = writeln!(o, "       | (stdin: {n})");
@@ -138,7 +155,11 @@ pub fn guard_script(plan: &Plan, nonce: &str) -> String {
     for st in plan.steps.iter().filter(|st| st.undo.is_some()) {
         // Steps and undos run in a subshell (an `exit` or a failed `cd` cannot end the guard),
         // except those that take or release the guard's own lock fds.
-        let call = if st.holds_locks { format!("u{}", st.id) } else { format!("( u{} ) {LOCK_FDS}", st.id) };
+        let call = if st.holds_locks {
+            format!("u{}", st.id)
+        } else {
+            format!("( u{} ) {LOCK_FDS}", st.id)
+        };
         let _ = writeln!(s, "  {id}) {call} </dev/null 2>&1 ;;", id = st.id);
     }
     s.push_str("  esac\n}\n");
@@ -150,8 +171,16 @@ pub fn guard_script(plan: &Plan, nonce: &str) -> String {
         if !matches!(st.action, Action::Hn { .. }) {
             continue;
         }
-        let call = if st.holds_locks { format!("s{}", st.id) } else { format!("( s{} ) {LOCK_FDS}", st.id) };
-        let push = if st.undo.is_some() { format!("UNDO=\"{} $UNDO\"; ", st.id) } else { String::new() };
+        let call = if st.holds_locks {
+            format!("s{}", st.id)
+        } else {
+            format!("( s{} ) {LOCK_FDS}", st.id)
+        };
+        let push = if st.undo.is_some() {
+            format!("UNDO=\"{} $UNDO\"; ", st.id)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
             "    {id}) say \"begin {id}\"; {push}{call} </dev/null 2>&1; say \"rc {id} $?\" ;;",
@@ -169,7 +198,11 @@ pub fn guard_command(plan: &Plan, nonce: &str) -> String {
 
 fn indent(s: &str) -> String {
     let body: Vec<String> = s.lines().map(|l| format!("  {l}")).collect();
-    if body.is_empty() { "  :".to_string() } else { body.join("\n") }
+    if body.is_empty() {
+        "  :".to_string()
+    } else {
+        body.join("\n")
+    }
 }
 
 #[cfg(test)]
@@ -188,7 +221,9 @@ mod tests {
                     name: "lock".into(),
                     phase: Phase::Prepare,
                     summary: "take lock".into(),
-                    action: Action::Hn { script: "exec 8>\"$W/lock\"; flock -n 8".into() },
+                    action: Action::Hn {
+                        script: "exec 8>\"$W/lock\"; flock -n 8".into(),
+                    },
                     undo: Some("exec 8>&-".into()),
                     holds_locks: true,
                 },
@@ -197,7 +232,9 @@ mod tests {
                     name: "down".into(),
                     phase: Phase::Downtime,
                     summary: "x".into(),
-                    action: Action::Hn { script: "echo hi".into() },
+                    action: Action::Hn {
+                        script: "echo hi".into(),
+                    },
                     undo: None,
                     holds_locks: false,
                 },
@@ -216,7 +253,12 @@ mod tests {
     #[test]
     fn guard_is_valid_sh() {
         let g = guard_script(&demo_plan(), "abc");
-        let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(&g).status().unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(&g)
+            .status()
+            .unwrap();
         assert!(st.success(), "{g}");
         assert!(g.contains("( s2 ) 7>&- 8>&- </dev/null 2>&1"));
         assert!(g.contains("s1 </dev/null 2>&1"));

@@ -178,7 +178,10 @@ const ALLOWED_LONG: &[&str] = &[
 pub fn parse(words: &[String]) -> Result<RsyncServer, ArgsError> {
     let joined = words.join(" ");
     let not_rsync = || ArgsError::NotRsyncServer(abbreviate(&joined));
-    let server_at = words.iter().position(|w| w == "--server").ok_or_else(not_rsync)?;
+    let server_at = words
+        .iter()
+        .position(|w| w == "--server")
+        .ok_or_else(not_rsync)?;
     if server_at == 0 {
         return Err(not_rsync());
     }
@@ -214,26 +217,44 @@ pub fn parse(words: &[String]) -> Result<RsyncServer, ArgsError> {
         }
     }
     let protect_args = options.iter().any(|o| short_flags(o).contains('s'))
-        || options.iter().any(|o| o == "--protect-args" || o == "--secluded-args");
-    let direction = if options.iter().any(|o| o == "--sender") { Direction::Send } else { Direction::Receive };
+        || options
+            .iter()
+            .any(|o| o == "--protect-args" || o == "--secluded-args");
+    let direction = if options.iter().any(|o| o == "--sender") {
+        Direction::Send
+    } else {
+        Direction::Receive
+    };
     if !protect_args && !seen_dot {
-        return Err(ArgsError::Malformed("no `.` and no paths (and no --protect-args)".into()));
+        return Err(ArgsError::Malformed(
+            "no `.` and no paths (and no --protect-args)".into(),
+        ));
     }
     if !protect_args && paths.is_empty() {
         return Err(ArgsError::Malformed("no path after `.`".into()));
     }
     if protect_args && seen_dot {
         // rsync puts the paths on stdin with -s; paths in argv as well would be ambiguous.
-        return Err(ArgsError::Malformed("paths in argv together with --protect-args".into()));
+        return Err(ArgsError::Malformed(
+            "paths in argv together with --protect-args".into(),
+        ));
     }
-    Ok(RsyncServer { direction, options, protect_args, paths })
+    Ok(RsyncServer {
+        direction,
+        options,
+        protect_args,
+        paths,
+    })
 }
 
 /// Words allowed before the rsync program: `nice`, `ionice` and their numeric arguments.
 fn is_harmless_wrapper_word(w: &str) -> bool {
     let base = w.rsplit('/').next().unwrap_or(w);
     matches!(base, "nice" | "ionice" | "-n" | "-c")
-        || w.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) && !w.is_empty()
+        || w.trim_start_matches('-')
+            .chars()
+            .all(|c| c.is_ascii_digit())
+            && !w.is_empty()
 }
 
 /// The single-letter flags of a short-option word, up to `e` (whose value follows).
@@ -241,7 +262,10 @@ fn short_flags(opt: &str) -> String {
     if opt.starts_with("--") || !opt.starts_with('-') {
         return String::new();
     }
-    opt[1..].chars().take_while(|&c| c != 'e' && c != 'B').collect()
+    opt[1..]
+        .chars()
+        .take_while(|&c| c != 'e' && c != 'B')
+        .collect()
 }
 
 fn check_option(opt: &str) -> Result<(), ArgsError> {
@@ -278,7 +302,9 @@ fn check_option(opt: &str) -> Result<(), ArgsError> {
     };
     // Letters that take a file argument or change what the server touches are refused.
     const REFUSED_SHORT: &[char] = &['T', 'M', 'f', 'F', 'b', 'k', 'K'];
-    if !flags.chars().all(|c| c.is_ascii_alphabetic()) || flags.chars().any(|c| REFUSED_SHORT.contains(&c)) {
+    if !flags.chars().all(|c| c.is_ascii_alphabetic())
+        || flags.chars().any(|c| REFUSED_SHORT.contains(&c))
+    {
         return Err(ArgsError::OptionRefused(opt.to_string()));
     }
     if let Some(info) = einfo
@@ -345,7 +371,9 @@ fn decode_protected(block: &[u8]) -> Result<ProtectedArgs, ArgsError> {
         words.push(w.to_string());
     }
     let mut it = words.into_iter();
-    let argv0 = it.next().ok_or_else(|| ArgsError::Malformed("empty protect-args block".into()))?;
+    let argv0 = it
+        .next()
+        .ok_or_else(|| ArgsError::Malformed("empty protect-args block".into()))?;
     let mut options = Vec::new();
     let mut paths = Vec::new();
     let mut seen_dot = false;
@@ -358,13 +386,22 @@ fn decode_protected(block: &[u8]) -> Result<ProtectedArgs, ArgsError> {
             check_option(&w)?;
             options.push(w);
         } else {
-            return Err(ArgsError::Malformed(format!("unexpected word {:?} in protect-args block", abbreviate(&w))));
+            return Err(ArgsError::Malformed(format!(
+                "unexpected word {:?} in protect-args block",
+                abbreviate(&w)
+            )));
         }
     }
     if !seen_dot || paths.is_empty() {
-        return Err(ArgsError::Malformed("protect-args block has no `.` and path".into()));
+        return Err(ArgsError::Malformed(
+            "protect-args block has no `.` and path".into(),
+        ));
     }
-    Ok(ProtectedArgs { argv0, options, paths })
+    Ok(ProtectedArgs {
+        argv0,
+        options,
+        paths,
+    })
 }
 
 impl ProtectedArgs {
@@ -389,7 +426,9 @@ impl ProtectedArgs {
 
 /// Whether the transfer uses `--relative` (`-R`), which changes how paths must be mapped.
 pub fn is_relative(options: &[String]) -> bool {
-    options.iter().any(|o| o == "--relative" || short_flags(o).contains('R'))
+    options
+        .iter()
+        .any(|o| o == "--relative" || short_flags(o).contains('R'))
 }
 
 /// Normalise a VE path: absolute, no `..`, no NUL. Returns the components relative to the VE root
@@ -420,7 +459,13 @@ pub fn ve_relative(path: &str) -> Result<(String, bool), ArgsError> {
 pub fn map_path(path: &str, root: &str, relative: bool) -> Result<String, ArgsError> {
     let (rel, trailing) = ve_relative(path)?;
     let root = root.trim_end_matches('/');
-    let mut out = if relative { format!("{root}/./{rel}") } else if rel.is_empty() { root.to_string() } else { format!("{root}/{rel}") };
+    let mut out = if relative {
+        format!("{root}/./{rel}")
+    } else if rel.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{rel}")
+    };
     if trailing && !out.ends_with('/') {
         out.push('/');
     }
@@ -454,7 +499,10 @@ mod tests {
 
     #[test]
     fn backuppc4_protect_args_argv() {
-        let r = parse(&words("/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC")).unwrap();
+        let r = parse(&words(
+            "/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxC",
+        ))
+        .unwrap();
         assert_eq!(r.direction, Direction::Send);
         assert!(r.protect_args);
         assert!(r.paths.is_empty());
@@ -466,7 +514,10 @@ mod tests {
     #[test]
     fn e_value_s_is_not_protect_args() {
         // The `s` in `e.iLsfxC` is protocol info, not -s.
-        let r = parse(&words("rsync --server --sender -lHogDtprcxe.iLsfxC --timeout=72000 --numeric-ids . /my/")).unwrap();
+        let r = parse(&words(
+            "rsync --server --sender -lHogDtprcxe.iLsfxC --timeout=72000 --numeric-ids . /my/",
+        ))
+        .unwrap();
         assert!(!r.protect_args);
         assert_eq!(r.paths, vec!["/my/"]);
     }
@@ -498,7 +549,11 @@ mod tests {
             "rsync --server --sender . ",
             "rsync --server --sender foo /",
         ] {
-            let w: Vec<String> = bad.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+            let w: Vec<String> = bad
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
             assert!(parse(&w).is_err(), "{bad} must be refused");
         }
         assert!(parse(&words("nice -n 5 /usr/bin/rsync --server --sender -lr . /")).is_ok());
@@ -512,17 +567,29 @@ mod tests {
         assert_eq!(p.options, vec!["--timeout=72000", "--numeric-ids"]);
         assert_eq!(p.paths, vec!["/"]);
         assert_eq!(rest, b"\x1f\0\0\0more");
-        assert_eq!(p.encode(), b"rsync\0--timeout=72000\0--numeric-ids\0.\0/\0\0");
+        assert_eq!(
+            p.encode(),
+            b"rsync\0--timeout=72000\0--numeric-ids\0.\0/\0\0"
+        );
     }
 
     #[test]
     fn protected_block_errors() {
         let mut trunc: &[u8] = b"rsync\0--numeric-ids\0.\0/";
-        assert!(matches!(read_protected(&mut trunc), Err(ArgsError::ProtectTruncated(_))));
+        assert!(matches!(
+            read_protected(&mut trunc),
+            Err(ArgsError::ProtectTruncated(_))
+        ));
         let big = vec![b'a'; MAX_PROTECTED_ARGS + 10];
-        assert_eq!(read_protected(&mut big.as_slice()).unwrap_err(), ArgsError::ProtectOversized);
+        assert_eq!(
+            read_protected(&mut big.as_slice()).unwrap_err(),
+            ArgsError::ProtectOversized
+        );
         let mut bad: &[u8] = b"rsync\0--log-file=/x\0.\0/\0\0";
-        assert!(matches!(read_protected(&mut bad), Err(ArgsError::OptionRefused(_))));
+        assert!(matches!(
+            read_protected(&mut bad),
+            Err(ArgsError::OptionRefused(_))
+        ));
         let mut nopath: &[u8] = b"rsync\0--numeric-ids\0\0";
         assert!(read_protected(&mut nopath).is_err());
     }
@@ -531,10 +598,22 @@ mod tests {
     fn path_mapping() {
         let root = "/run/bpc-ovz/mnt/s/private/101";
         assert_eq!(map_path("/", root, false).unwrap(), format!("{root}/"));
-        assert_eq!(map_path("/etc/", root, false).unwrap(), format!("{root}/etc/"));
-        assert_eq!(map_path("/etc", root, false).unwrap(), format!("{root}/etc"));
-        assert_eq!(map_path("/var//lib/./mysql/", root, false).unwrap(), format!("{root}/var/lib/mysql/"));
-        assert_eq!(map_path("/home", root, true).unwrap(), format!("{root}/./home"));
+        assert_eq!(
+            map_path("/etc/", root, false).unwrap(),
+            format!("{root}/etc/")
+        );
+        assert_eq!(
+            map_path("/etc", root, false).unwrap(),
+            format!("{root}/etc")
+        );
+        assert_eq!(
+            map_path("/var//lib/./mysql/", root, false).unwrap(),
+            format!("{root}/var/lib/mysql/")
+        );
+        assert_eq!(
+            map_path("/home", root, true).unwrap(),
+            format!("{root}/./home")
+        );
         assert_eq!(map_path("/", root, true).unwrap(), format!("{root}/./"));
         assert!(map_path("/../etc", root, false).is_err());
         assert!(map_path("/var/../../x", root, false).is_err());

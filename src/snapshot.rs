@@ -32,8 +32,6 @@ pub trait SnapshotBackend {
     fn umount(&self) -> String;
     /// After the transfer: fails if the snapshot overflowed or became invalid.
     fn verify(&self) -> String;
-    /// Where the snapshot's filesystem is mounted.
-    fn mount_point(&self) -> &str;
     /// Human-readable facts for `plan`.
     fn describe(&self) -> Vec<(String, String)>;
 }
@@ -181,14 +179,13 @@ impl SnapshotBackend for LvmThick {
         )
     }
 
-    fn mount_point(&self) -> &str {
-        &self.mount_point
-    }
-
     fn describe(&self) -> Vec<(String, String)> {
         vec![
             ("backend".into(), self.name().into()),
-            ("snapshot".into(), format!("{} ({})", self.lv(), mapper_path(&self.vg, &self.snap_name))),
+            (
+                "snapshot".into(),
+                format!("{} ({})", self.lv(), mapper_path(&self.vg, &self.snap_name)),
+            ),
             ("snapshot size".into(), format!("{} MiB", self.size_mib())),
             (
                 "mount".into(),
@@ -196,7 +193,9 @@ impl SnapshotBackend for LvmThick {
                     "{} -t {}{}",
                     self.mount_point,
                     self.fstype,
-                    Self::mount_options(&self.fstype).map(|o| format!(" -o {o}")).unwrap_or_default()
+                    Self::mount_options(&self.fstype)
+                        .map(|o| format!(" -o {o}"))
+                        .unwrap_or_default()
                 ),
             ),
         ]
@@ -290,7 +289,10 @@ mod tests {
     #[test]
     fn fragments_are_valid_sh() {
         let t = thick("xfs");
-        let q = StopStart { veid: VeId::parse("101").unwrap(), state_file: "/run/bpc-ovz/state.x".into() };
+        let q = StopStart {
+            veid: VeId::parse("101").unwrap(),
+            state_file: "/run/bpc-ovz/state.x".into(),
+        };
         for frag in [
             t.check_room(),
             t.clear_stale(),
@@ -305,7 +307,12 @@ mod tests {
             q.ensure(),
         ] {
             let body = format!("f() {{\n{frag}\n}}");
-            let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(&body).status().unwrap();
+            let st = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&body)
+                .status()
+                .unwrap();
             assert!(st.success(), "{frag}");
         }
     }
@@ -314,6 +321,9 @@ mod tests {
     fn xfs_gets_nouuid_ext4_does_not() {
         assert!(thick("xfs").mount().contains("-o nouuid"));
         assert!(!thick("ext4").mount().contains("nouuid"));
-        assert_eq!(thick("ext4").create(), "lvcreate --size 1024m --snapshot --name bpcovz-101-0a1b2c3d vg-data/vz");
+        assert_eq!(
+            thick("ext4").create(),
+            "lvcreate --size 1024m --snapshot --name bpcovz-101-0a1b2c3d vg-data/vz"
+        );
     }
 }

@@ -1,0 +1,481 @@
+//! Test bed: simulated HNs (real sshd, real filesystems, stand-in OpenVZ/LVM tools) from
+//! `tests/simhn`, a generated client key and known_hosts, and a bpc-ovz config pointing at them.
+//! Everything is stopped by PID when the bed is dropped.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bpc-ovz")
+}
+
+pub fn simhn() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/simhn")
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+pub fn sh(script: &str) -> Output {
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+pub struct Hn {
+    pub name: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub pid: u32,
+    pub vg: String,
+}
+
+impl Hn {
+    /// Run a shell command inside the HN (its mount namespace).
+    pub fn exec(&self, script: &str) -> Output {
+        run(Command::new(simhn().join("hn-exec"))
+            .arg(&self.dir)
+            .arg("sh")
+            .arg("-c")
+            .arg(script))
+    }
+    pub fn exec_ok(&self, script: &str) -> String {
+        let o = self.exec(script);
+        assert!(
+            o.status.success(),
+            "{}: `{script}` failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    /// A path inside the HN's mount namespace, seen from the host.
+    pub fn path(&self, p: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", self.pid, p))
+    }
+    pub fn create_ve(&self, veid: u32, hostname: &str, ip: &str, running: bool) {
+        let o = run(Command::new(simhn().join("ve-create"))
+            .arg(&self.dir)
+            .arg(veid.to_string())
+            .arg(hostname)
+            .arg(ip)
+            .arg(if running { "running" } else { "stopped" }));
+        assert!(
+            o.status.success(),
+            "ve-create: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    pub fn ve_running(&self, veid: u32) -> bool {
+        self.exec_ok(&format!("vzctl status {veid}"))
+            .contains(" running")
+    }
+    /// Snapshot LVs, snapshot mounts and held locks that bpc-ovz left behind (should be empty).
+    pub fn leftovers(&self) -> Vec<String> {
+        let out = self.exec_ok(
+            "lvs --noheadings -o lv_name 2>/dev/null | grep bpcovz- | sed 's/^/lv: /'; \
+             grep bpc-ovz /proc/mounts | sed 's/^/mount: /'; \
+             for d in /run/bpc-ovz/mnt/*; do [ -e \"$d\" ] && echo \"dir: $d\"; done; \
+             for l in /run/bpc-ovz/ve.*.lock /run/bpc-ovz/slot.*; do [ -e \"$l\" ] && { flock -n \"$l\" true || echo \"held: $l\"; }; done; \
+             for l in /var/lib/vz/lock/*.lck; do [ -e \"$l\" ] && echo \"vzlock: $l $(cat $l)\"; done; true",
+        );
+        out.lines()
+            .map(String::from)
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+    /// Every command line the HN's sshd was asked to run.
+    pub fn exec_log(&self) -> String {
+        std::fs::read_to_string(self.path("/var/log/vzsim/exec.log")).unwrap_or_default()
+    }
+    pub fn commands_log(&self) -> String {
+        std::fs::read_to_string(self.path("/var/log/vzsim/commands.log")).unwrap_or_default()
+    }
+    pub fn ve_log(&self, veid: u32) -> String {
+        std::fs::read_to_string(self.path(&format!("/var/log/vzsim/ve-{veid}.log")))
+            .unwrap_or_default()
+    }
+    pub fn fault(&self, name: &str, count: Option<u32>) {
+        self.exec_ok(&format!(
+            "mkdir -p /etc/vzsim/faults && printf '%s' '{}' > /etc/vzsim/faults/{name}",
+            count.map(|c| c.to_string()).unwrap_or_default()
+        ));
+    }
+}
+
+pub struct Bed {
+    pub dir: tempfile::TempDir,
+    pub hns: Vec<Hn>,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Bed {
+    /// Boot `n` HNs: hn1 (ext4, VG `vg-data`), hn2 (xfs, VG `vg0`), hn3.. alternating.
+    pub fn new(n: usize) -> Bed {
+        let dir = tempfile::Builder::new()
+            .prefix("bpcovz-bed")
+            .tempdir_in(scratch())
+            .expect("tempdir");
+        let key = dir.path().join("id_ed25519");
+        let o = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        assert!(o.status.success());
+        let pubkey = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+        let mut hns = Vec::new();
+        let mut kh = String::new();
+        for i in 0..n {
+            let name = format!("hn{}", i + 1);
+            let hdir = dir.path().join(&name);
+            let (vg, fs) = if i % 2 == 0 {
+                ("vg-data", "ext4")
+            } else {
+                ("vg0", "xfs")
+            };
+            let port = free_port();
+            let o = run(Command::new(simhn().join("hn-up"))
+                .arg(&hdir)
+                .arg(&name)
+                .arg(port.to_string())
+                .arg(vg)
+                .arg(fs));
+            assert!(
+                o.status.success(),
+                "hn-up {name}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let pid: u32 = String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .parse()
+                .expect("hn-up prints the sshd pid");
+            let ak = hdir.join("ssh/authorized_keys");
+            let mut cur = std::fs::read_to_string(&ak).unwrap_or_default();
+            cur.push_str(&pubkey);
+            std::fs::write(&ak, cur).expect("authorized_keys");
+            let hk = std::fs::read_to_string(hdir.join("ssh/ssh_host_ed25519_key.pub"))
+                .expect("host key");
+            let mut w = hk.split_whitespace();
+            kh.push_str(&format!(
+                "[127.0.0.1]:{port} {} {}\n",
+                w.next().unwrap_or(""),
+                w.next().unwrap_or("")
+            ));
+            hns.push(Hn {
+                name,
+                dir: hdir,
+                port,
+                pid,
+                vg: vg.to_string(),
+            });
+        }
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(&known_hosts, kh).expect("known_hosts");
+        let config = dir.path().join("config.yaml");
+        let log = dir.path().join("bpc-ovz.log");
+        let bed = Bed {
+            dir,
+            hns,
+            key,
+            known_hosts,
+            config,
+            log,
+        };
+        bed.write_config("");
+        bed
+    }
+
+    /// (Re)write the config; `extra` is appended (YAML at top level).
+    pub fn write_config(&self, extra: &str) {
+        let mut y = String::from("hns:\n");
+        for h in &self.hns {
+            y.push_str(&format!(
+                "  - host: 127.0.0.1\n    port: {}\n    user: root\n    name: {}\n",
+                h.port, h.name
+            ));
+        }
+        y.push_str(&format!(
+            "ssh:\n  identity_files: [{}]\n  known_hosts: [{}]\n  agent: false\n  connect_timeout: 10s\nsnapshot:\n  size: 64M\nlog:\n  file: {}\n  level: debug\n",
+            self.key.display(),
+            self.known_hosts.display(),
+            self.log.display()
+        ));
+        y.push_str(extra);
+        std::fs::write(&self.config, y).expect("config");
+    }
+
+    pub fn hn(&self, name: &str) -> &Hn {
+        self.hns.iter().find(|h| h.name == name).expect("hn")
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// BackupPC 4 style: a real rsync client with bpc-ovz as its `-e` program.
+    pub fn rsync_bpc4(
+        &self,
+        host: &str,
+        share: &str,
+        dest: &Path,
+        protect_args: bool,
+        extra: &[&str],
+    ) -> Output {
+        std::fs::create_dir_all(dest).expect("dest");
+        let e = format!("{} ssh --config {} -l root", bin(), self.config.display());
+        let mut c = Command::new("rsync");
+        c.args(["-a", "-H", "--numeric-ids", "--delete"]);
+        c.arg(if protect_args {
+            "--protect-args"
+        } else {
+            "--no-protect-args"
+        });
+        c.args(extra);
+        c.arg("-e")
+            .arg(e)
+            .arg(format!("{host}:{share}"))
+            .arg(format!("{}/", dest.display()));
+        c.env("PATH", "/bin:/usr/bin");
+        run(&mut c)
+    }
+
+    /// BackupPC 3 style: `bpc-ovz server $host $sshPath -q -x -l root $host $rsyncPath $argList+`
+    /// with fds 0, 1 and 2 on one socket and protocol 28 (File::RsyncP's). The `-e` wrapper is
+    /// Perl, escaping `$argList+` exactly as BackupPC's cmdVarSubstitute does.
+    pub fn rsync_bpc3(&self, host: &str, share: &str, dest: &Path, restore: bool) -> Output {
+        std::fs::create_dir_all(dest).expect("dest");
+        let wrapper = self.path("bpc3-wrapper.pl");
+        let script = format!(
+            r#"#!/usr/bin/perl
+# rsync -e calls: wrapper HOST RSYNC-PATH ARGS...  -> exec the BackupPC 3 RsyncClientCmd form.
+use Socket;
+my ($host, $rsync, @args) = @ARGV;
+shift @args while @args && $args[0] eq '-l';
+for (@args) {{ s/([][;&()<>{{}}|^\n\r\t *\$\\'"`?])/\\$1/g; }}
+my @cmd = ('{bin}', '--config', '{cfg}', 'server', ({restore} ? ('restore') : ()), $host, '/usr/bin/ssh', '-q', '-x', '-l', 'root', $host, $rsync, @args);
+# One socket for fds 0, 1 and 2, as File::RsyncP sets it up.
+socketpair(my $a, my $b, AF_UNIX, SOCK_STREAM, PF_UNSPEC) or die "socketpair: $!";
+my $pid = fork();
+if ($pid == 0) {{
+    close $a;
+    open(STDIN, '<&', $b); open(STDOUT, '>&', $b); open(STDERR, '>&', $b);
+    exec @cmd or die "exec: $!";
+}}
+close $b;
+# Relay between our stdio (rsync's pipes) and the socket.
+my $in = fileno(STDIN); my $out = fileno(STDOUT); my $s = fileno($a);
+my ($rin, $buf) = ('', '');
+my $stdin_open = 1;
+while (1) {{
+    $rin = ''; vec($rin, $s, 1) = 1; vec($rin, $in, 1) = 1 if $stdin_open;
+    select(my $rout = $rin, undef, undef, undef);
+    if (vec($rout, $s, 1)) {{ my $n = sysread($a, $buf, 65536); last unless $n; syswrite(STDOUT, $buf); }}
+    if ($stdin_open && vec($rout, $in, 1)) {{ my $n = sysread(STDIN, $buf, 65536); if (!$n) {{ shutdown($a, 1); $stdin_open = 0; }} else {{ syswrite($a, $buf); }} }}
+}}
+waitpid($pid, 0);
+exit($? >> 8);
+"#,
+            bin = bin(),
+            cfg = self.config.display(),
+            restore = if restore { 1 } else { 0 },
+        );
+        std::fs::write(&wrapper, script).expect("wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut c = Command::new("rsync");
+        c.args([
+            "--numeric-ids",
+            "--perms",
+            "--owner",
+            "--group",
+            "-D",
+            "--links",
+            "--hard-links",
+            "--times",
+            "--block-size=2048",
+            "--recursive",
+            "--protocol=28",
+            "--no-protect-args",
+        ]);
+        c.arg("-e")
+            .arg(&wrapper)
+            .arg(format!("{host}:{share}"))
+            .arg(format!("{}/", dest.display()));
+        run(&mut c)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for h in &self.hns {
+            let _ = Command::new(simhn().join("hn-down"))
+                .arg(&h.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Scratch space outside the HNs' private /tmp, so both sides see the same files.
+pub fn scratch() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&p).expect("scratch");
+    p
+}
+
+/// One entry of a directory tree, for comparing a backup with its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: i64,
+        content: Vec<u8>,
+        links_group: Option<String>,
+    },
+    Symlink {
+        target: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Other {
+        mode: u32,
+    },
+}
+
+/// Walk `root` (not following symlinks) into a map from relative path to entry. Hard links are
+/// compared by group: the group id is the smallest path index sharing the inode.
+pub fn manifest(root: &Path, skip: &[&str]) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let full = root.join(&rel);
+        let md =
+            std::fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+        let key = rel.to_string_lossy().to_string();
+        if skip
+            .iter()
+            .any(|s| key == *s || key.starts_with(&format!("{s}/")))
+        {
+            continue;
+        }
+        let ft = md.file_type();
+        let e = if ft.is_dir() {
+            let mut kids: Vec<_> = std::fs::read_dir(&full)
+                .expect("read_dir")
+                .filter_map(|d| d.ok())
+                .map(|d| d.file_name())
+                .collect();
+            kids.sort();
+            for k in kids {
+                stack.push(rel.join(k));
+            }
+            Entry::Dir {
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+            }
+        } else if ft.is_symlink() {
+            Entry::Symlink {
+                target: std::fs::read_link(&full).expect("readlink"),
+                uid: md.uid(),
+                gid: md.gid(),
+            }
+        } else if ft.is_file() {
+            let group = if md.nlink() > 1 {
+                Some(
+                    inodes
+                        .entry((md.dev(), md.ino()))
+                        .or_insert_with(|| key.clone())
+                        .clone(),
+                )
+            } else {
+                None
+            };
+            Entry::File {
+                mode: md.mode(),
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: md.mtime(),
+                content: std::fs::read(&full).expect("read"),
+                links_group: group,
+            }
+        } else {
+            Entry::Other { mode: md.mode() }
+        };
+        if !key.is_empty() {
+            out.insert(key, e);
+        }
+    }
+    out
+}
+
+/// Assert two manifests are equal, listing the differences.
+pub fn assert_same_tree(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>, what: &str) {
+    let mut diffs = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diffs.push(format!("only in first: {k}")),
+            Some(w) if w != v => {
+                diffs.push(format!("differs: {k}: {:?} vs {:?}", short(v), short(w)))
+            }
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            diffs.push(format!("only in second: {k}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: trees differ:\n{}",
+        diffs.join("\n")
+    );
+}
+
+fn short(e: &Entry) -> String {
+    match e {
+        Entry::File {
+            mode,
+            uid,
+            gid,
+            mtime,
+            content,
+            links_group,
+        } => {
+            format!(
+                "file mode {mode:o} {uid}:{gid} mtime {mtime} {} bytes links {links_group:?}",
+                content.len()
+            )
+        }
+        o => format!("{o:?}"),
+    }
+}
