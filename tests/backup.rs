@@ -24,12 +24,36 @@ fn assert_ok(o: &std::process::Output, what: &str) {
     );
 }
 
+/// What the VE log says right after a backup: the counter value at the last stop (bpc-ovz's) and
+/// the number of boots so far.
+struct Frozen {
+    counter: Option<String>,
+    boots: usize,
+}
+
+fn frozen(hn: &Hn, veid: u32) -> Frozen {
+    let log = hn.ve_log(veid);
+    let counter = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("stopped"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("counter="))
+                .map(String::from)
+        });
+    Frozen {
+        counter,
+        boots: log.lines().filter(|l| l.starts_with("started")).count(),
+    }
+}
+
 /// The received tree equals the VE's private area as it was frozen by the snapshot.
 ///
 /// The running VE keeps writing `var/lib/ticker` after the snapshot; everything else is static,
 /// so it is compared whole, and the ticker proves the freeze: the backup holds exactly the
-/// counter value the VE had when `vzctl stop` ran, and not the boot file of the restart.
-fn check_backup(hn: &Hn, veid: u32, dest: &Path, paths_under: &str, was_running: bool) {
+/// counter value the VE had when bpc-ovz's `vzctl stop` ran, and not the boot file of the restart.
+fn check_backup(hn: &Hn, veid: u32, dest: &Path, paths_under: &str, fz: Option<&Frozen>) {
     let private = hn.path(&format!("/vz/private/{veid}{paths_under}"));
     let skip_src = [TICKER];
     let skip_dst = [TICKER, "etc/vzdump"];
@@ -41,31 +65,30 @@ fn check_backup(hn: &Hn, veid: u32, dest: &Path, paths_under: &str, was_running:
     let a = manifest(&private, src_skip);
     let b = manifest(dest, dst_skip);
     assert_same_tree(&a, &b, &format!("VE {veid} vs backup"));
-    if paths_under.is_empty() {
-        let log = hn.ve_log(veid);
-        let boots = log.lines().filter(|l| l.starts_with("started")).count();
-        if was_running {
-            let stopped = log
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("stopped"))
-                .expect("ve log has a stop line");
-            let counter = stopped
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("counter="))
-                .expect("counter");
-            let got = std::fs::read_to_string(dest.join(TICKER).join("counter"))
-                .expect("counter in backup");
-            assert_eq!(
-                got.trim(),
-                counter,
-                "backup must hold the counter value frozen at the stop"
-            );
-            assert!(
-                !dest.join(TICKER).join(format!("boot-{boots}")).exists(),
-                "boot-{boots} was written after the snapshot and must not be in the backup"
-            );
-        }
+    if let Some(fz) = fz {
+        let counter = fz
+            .counter
+            .as_deref()
+            .expect("the VE log has bpc-ovz's stop line");
+        let got =
+            std::fs::read_to_string(dest.join(TICKER).join("counter")).expect("counter in backup");
+        assert_eq!(
+            got.trim(),
+            counter,
+            "backup must hold the counter value frozen at the stop"
+        );
+        let boot = dest.join(TICKER).join(format!("boot-{}", fz.boots));
+        assert!(
+            !boot.exists(),
+            "{} was written after the snapshot and must not be in the backup",
+            boot.display()
+        );
+        assert!(
+            dest.join(TICKER)
+                .join(format!("boot-{}", fz.boots - 1))
+                .exists(),
+            "the boot before the snapshot is there"
+        );
     }
 }
 
@@ -98,9 +121,10 @@ fn bpc4_protect_args_full_then_incremental() {
     assert!(hn1.ve_running(101), "VE back up");
     check_clean(hn1);
     check_vzdump(hn1, 101, &dest.join("etc"));
-    // Freeze the VE to compare the static part of the tree.
+    let fz = frozen(hn1, 101);
+    // Stop the VE to compare the static part of the tree.
     hn1.exec_ok("vzctl stop 101 >/dev/null");
-    check_backup(hn1, 101, &dest, "", true);
+    check_backup(hn1, 101, &dest, "", Some(&fz));
     hn1.exec_ok("vzctl start 101 >/dev/null");
 
     // Incremental after changes inside the VE.
@@ -109,8 +133,9 @@ fn bpc4_protect_args_full_then_incremental() {
     assert_ok(&o, "incremental backup");
     assert!(hn1.ve_running(101));
     check_clean(hn1);
+    let fz = frozen(hn1, 101);
     hn1.exec_ok("vzctl stop 101 >/dev/null");
-    check_backup(hn1, 101, &dest, "", true);
+    check_backup(hn1, 101, &dest, "", Some(&fz));
     assert_eq!(
         std::fs::read_to_string(dest.join("home/u/new")).unwrap(),
         "new\n"
@@ -131,7 +156,7 @@ fn bpc4_paths_in_argv_ve_on_second_hn_by_ip_on_xfs() {
     check_clean(hn2);
     check_clean(bed.hn("hn1"));
     check_vzdump(hn2, 202, &dest);
-    check_backup(hn2, 202, &dest, "/etc", true);
+    check_backup(hn2, 202, &dest, "/etc", None);
     // The xfs snapshot needed nouuid: the mount command in the exec log says so.
     assert!(
         hn2.exec_log().contains("nouuid"),
@@ -150,8 +175,9 @@ fn bpc3_server_form_one_socket_protocol_28() {
     assert!(hn1.ve_running(103));
     check_clean(hn1);
     check_vzdump(hn1, 103, &dest.join("etc"));
+    let fz = frozen(hn1, 103);
     hn1.exec_ok("vzctl stop 103 >/dev/null");
-    check_backup(hn1, 103, &dest, "", true);
+    check_backup(hn1, 103, &dest, "", Some(&fz));
     // Diagnostics went to the log file, never to the protocol socket.
     let log = bed.log_text();
     assert!(log.contains("was down for"), "{log}");
@@ -175,7 +201,7 @@ fn stopped_ve_is_backed_up_and_stays_stopped() {
         "no stop/start: {cmds}"
     );
     check_clean(hn1);
-    check_backup(hn1, 104, &dest, "", false);
+    check_backup(hn1, 104, &dest, "", None);
 }
 
 #[test]
@@ -197,8 +223,9 @@ fn migrated_ve_is_found_on_its_new_hn() {
     assert!(hn2.ve_running(105));
     check_clean(hn1);
     check_clean(hn2);
+    let fz = frozen(hn2, 105);
     hn2.exec_ok("vzctl stop 105 >/dev/null");
-    check_backup(hn2, 105, &dest, "", true);
+    check_backup(hn2, 105, &dest, "", Some(&fz));
 }
 
 #[test]
@@ -255,4 +282,291 @@ fn unknown_ve_names_the_hns_asked() {
     assert_eq!(o.status.code(), Some(70), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("hn1") && e.contains("hn2"), "{e}");
+}
+
+/// Start a BackupPC 4 style backup in the background; returns the rsync child.
+fn spawn_bpc4(bed: &Bed, host: &str, dest: &Path, extra: &[&str]) -> std::process::Child {
+    std::fs::create_dir_all(dest).unwrap();
+    let e = format!("{} ssh --config {} -l root", bin(), bed.config.display());
+    Command::new("rsync")
+        .args(["-a", "--protect-args"])
+        .args(extra)
+        .arg("-e")
+        .arg(e)
+        .arg(format!("{host}:/"))
+        .arg(format!("{}/", dest.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The bpc-ovz process rsync started (its child), found by parent PID.
+fn child_of(ppid: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on a PID this test started (through rsync).
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// bpc-ovz killed with SIGKILL while the VE is down (inside `lvcreate`): the HN still restarts
+/// the VE and, once the connection is gone, the guard removes the snapshot by itself.
+#[test]
+fn sigkill_inside_the_downtime_window_hn_restarts_and_cleans_up() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(107, "ve107.example.com", "10.10.0.107", true);
+    hn1.exec_ok("mkdir -p /etc/vzsim/faults && echo 2500 > /etc/vzsim/faults/slow-lvcreate-ms");
+    let mut rsync = spawn_bpc4(&bed, "ve107.example.com", &bed.path("b107"), &[]);
+    let mut pid = None;
+    wait_until("bpc-ovz started", 10, || {
+        pid = child_of(rsync.id());
+        pid.is_some()
+    });
+    wait_until("VE stopped by the downtime step", 15, || {
+        !hn1.ve_running(107)
+    });
+    kill(pid.unwrap(), libc::SIGKILL);
+    let _ = rsync.wait();
+    wait_until("VE running again", 20, || hn1.ve_running(107));
+    wait_until("no snapshot, mount or lock left", 30, || {
+        hn1.leftovers().is_empty()
+    });
+}
+
+/// BackupPC's abort during the transfer: SIGINT, then SIGKILL one second later.
+#[test]
+fn backuppc_abort_during_transfer_leaves_nothing_behind() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(108, "ve108.example.com", "10.10.0.108", true);
+    hn1.exec_ok("head -c 4000000 /dev/urandom > /vz/private/108/home/u/big");
+    let mut rsync = spawn_bpc4(
+        &bed,
+        "ve108.example.com",
+        &bed.path("b108"),
+        &["--bwlimit=400"],
+    );
+    let mut pid = None;
+    wait_until("bpc-ovz started", 10, || {
+        pid = child_of(rsync.id());
+        pid.is_some()
+    });
+    wait_until("snapshot mounted and transfer running", 20, || {
+        hn1.exec("grep -q bpc-ovz /proc/mounts && pgrep -f 'rsync --server --sender' >/dev/null")
+            .status
+            .success()
+    });
+    let pid = pid.unwrap();
+    kill(pid, libc::SIGINT);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    kill(pid, libc::SIGKILL);
+    let _ = rsync.kill();
+    let _ = rsync.wait();
+    assert!(hn1.ve_running(108));
+    wait_until("no snapshot, mount or lock left", 40, || {
+        hn1.leftovers().is_empty()
+    });
+}
+
+fn bpc4(bed: &Bed, host: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["ssh", "--config"])
+        .arg(&bed.config)
+        .args(["-l", "root", host])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn vzctl_stops(hn: &Hn, veid: u32) -> usize {
+    hn.commands_log()
+        .lines()
+        .filter(|l| l.contains("vzctl") && l.contains(" stop") && l.contains(&veid.to_string()))
+        .count()
+}
+
+#[test]
+fn vg_without_room_is_refused_before_the_ve_is_stopped() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(110, "ve110.example.com", "10.10.0.110", true);
+    // 512 MiB origin + 32 MiB free; the snapshot wants 64 MiB.
+    hn1.exec_ok("echo $((544 * 1024 * 1024)) > /etc/vzsim/vg_size");
+    let o = bed.rsync_bpc4("ve110.example.com", "/", &bed.path("b110"), true, &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("volume group vg-data has") && e.contains("snapshot.size"),
+        "{e}"
+    );
+    assert_eq!(vzctl_stops(hn1, 110), 0, "the VE was never stopped");
+    assert!(hn1.ve_running(110));
+    check_clean(hn1);
+    // Exit code as bpc-ovz reports it (rsync wraps it): 71.
+    let o = bpc4(
+        &bed,
+        "ve110.example.com",
+        &["rsync", "--server", "--sender", "-lr", ".", "/"],
+    );
+    assert_eq!(o.status.code(), Some(71), "{}", stderr(&o));
+}
+
+#[test]
+fn ve_locked_by_vzctl_is_refused_before_any_downtime() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(111, "ve111.example.com", "10.10.0.111", true);
+    // A live PID (the HN's sshd) holds vzctl's lock: a migration is running.
+    hn1.exec_ok(&format!(
+        "mkdir -p /var/lib/vz/lock && echo {} > /var/lib/vz/lock/111.lck",
+        hn1.pid
+    ));
+    let o = bpc4(
+        &bed,
+        "ve111.example.com",
+        &["rsync", "--server", "--sender", "-lr", ".", "/"],
+    );
+    assert_eq!(o.status.code(), Some(71), "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked by vzctl"), "{}", stderr(&o));
+    assert_eq!(vzctl_stops(hn1, 111), 0);
+    assert!(hn1.ve_running(111));
+    // The foreign lock is left alone.
+    assert_eq!(
+        hn1.exec_ok("cat /var/lib/vz/lock/111.lck").trim(),
+        hn1.pid.to_string()
+    );
+    // A stale lock (dead PID) is removed and the backup runs.
+    hn1.exec_ok("echo 999999 > /var/lib/vz/lock/111.lck");
+    assert_ok(
+        &bed.rsync_bpc4("ve111.example.com", "/", &bed.path("b111"), true, &[]),
+        "backup after a stale lock",
+    );
+    check_clean(hn1);
+}
+
+#[test]
+fn snapshot_overflow_during_the_transfer_fails_the_backup() {
+    let bed = Bed::new(1);
+    bed.write_config_with("8M", "");
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(112, "ve112.example.com", "10.10.0.112", true);
+    hn1.exec_ok("head -c 3000000 /dev/urandom > /vz/private/112/home/u/big");
+    let dest = bed.path("b112");
+    let rsync = spawn_bpc4(&bed, "ve112.example.com", &dest, &["--bwlimit=600"]);
+    wait_until("transfer running", 20, || {
+        hn1.exec("grep -q bpc-ovz /proc/mounts && pgrep -f 'rsync --server --sender' >/dev/null")
+            .status
+            .success()
+    });
+    // The running VE writes far more than the 8 MiB COW area holds.
+    hn1.exec_ok(
+        "dd if=/dev/urandom of=/vz/root/112/home/u/churn bs=1M count=24 conv=fsync 2>/dev/null",
+    );
+    let o = rsync.wait_with_output().unwrap();
+    assert!(
+        !o.status.success(),
+        "an overflowed snapshot must fail the backup"
+    );
+    let e = stderr(&o);
+    assert!(e.contains("overflowed") || e.contains("is full"), "{e}");
+    assert!(hn1.ve_running(112));
+    check_clean(hn1);
+}
+
+#[test]
+fn per_hn_limit_queues_concurrent_backups() {
+    let bed = Bed::new(1);
+    bed.write_config("concurrency:\n  per_hn: 1\n");
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(113, "ve113.example.com", "10.10.0.113", true);
+    hn1.create_ve(114, "ve114.example.com", "10.10.0.114", true);
+    for id in [113, 114] {
+        hn1.exec_ok(&format!(
+            "head -c 1500000 /dev/urandom > /vz/private/{id}/home/u/big"
+        ));
+    }
+    let a = spawn_bpc4(
+        &bed,
+        "ve113.example.com",
+        &bed.path("b113"),
+        &["--bwlimit=1000"],
+    );
+    let b = spawn_bpc4(
+        &bed,
+        "ve114.example.com",
+        &bed.path("b114"),
+        &["--bwlimit=1000"],
+    );
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_ok(&oa, "first");
+    assert_ok(&ob, "second");
+    let both = format!("{}{}", stderr(&oa), stderr(&ob));
+    assert!(
+        both.contains("backup slots of this HN are busy"),
+        "one of them waited: {both}"
+    );
+    assert!(hn1.ve_running(113) && hn1.ve_running(114));
+    check_clean(hn1);
+}
+
+#[test]
+fn unknown_host_key_and_bad_config_are_refused_with_one_clear_line() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(115, "ve115.example.com", "10.10.0.115", true);
+    let before = hn1.exec_log();
+    std::fs::write(&bed.known_hosts, "").unwrap();
+    let o = bpc4(
+        &bed,
+        "ve115.example.com",
+        &["rsync", "--server", "--sender", "-lr", ".", "/"],
+    );
+    assert_eq!(o.status.code(), Some(255), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("127.0.0.1") && e.contains(&bed.known_hosts.display().to_string()),
+        "{e}"
+    );
+    assert_eq!(hn1.exec_log(), before);
+
+    std::fs::write(&bed.config, "hns: [127.0.0.1]\nsnapshot:\n  size: plenty\n").unwrap();
+    let o = bpc4(
+        &bed,
+        "ve115.example.com",
+        &["rsync", "--server", "--sender", "-lr", ".", "/"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&bed.config.display().to_string()) && e.contains("snapshot.size"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
 }

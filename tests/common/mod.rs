@@ -203,6 +203,10 @@ impl Bed {
 
     /// (Re)write the config; `extra` is appended (YAML at top level).
     pub fn write_config(&self, extra: &str) {
+        self.write_config_with("64M", extra)
+    }
+
+    pub fn write_config_with(&self, snapshot_size: &str, extra: &str) {
         let mut y = String::from("hns:\n");
         for h in &self.hns {
             y.push_str(&format!(
@@ -211,9 +215,10 @@ impl Bed {
             ));
         }
         y.push_str(&format!(
-            "ssh:\n  identity_files: [{}]\n  known_hosts: [{}]\n  agent: false\n  connect_timeout: 10s\nsnapshot:\n  size: 64M\nlog:\n  file: {}\n  level: debug\n",
+            "ssh:\n  identity_files: [{}]\n  known_hosts: [{}]\n  agent: false\n  connect_timeout: 10s\nsnapshot:\n  size: {}\nlog:\n  file: {}\n  level: debug\n",
             self.key.display(),
             self.known_hosts.display(),
+            snapshot_size,
             self.log.display()
         ));
         y.push_str(extra);
@@ -281,12 +286,20 @@ close $b;
 # Relay between our stdio (rsync's pipes) and the socket.
 my $in = fileno(STDIN); my $out = fileno(STDOUT); my $s = fileno($a);
 my ($rin, $buf) = ('', '');
+# rsync hands its -e child non-blocking pipes: write everything, waiting on EAGAIN.
+sub writeall {{ my ($fh, $data) = @_; my $off = 0;
+    while ($off < length $data) {{
+        my $n = syswrite($fh, $data, length($data) - $off, $off);
+        if (defined $n) {{ $off += $n; next; }}
+        die "write: $!" unless $!{{EAGAIN}};
+        my $w = ''; vec($w, fileno($fh), 1) = 1; select(undef, $w, undef, undef);
+    }} }}
 my $stdin_open = 1;
 while (1) {{
     $rin = ''; vec($rin, $s, 1) = 1; vec($rin, $in, 1) = 1 if $stdin_open;
     select(my $rout = $rin, undef, undef, undef);
-    if (vec($rout, $s, 1)) {{ my $n = sysread($a, $buf, 65536); last unless $n; syswrite(STDOUT, $buf); }}
-    if ($stdin_open && vec($rout, $in, 1)) {{ my $n = sysread(STDIN, $buf, 65536); if (!$n) {{ shutdown($a, 1); $stdin_open = 0; }} else {{ syswrite($a, $buf); }} }}
+    if (vec($rout, $s, 1)) {{ my $n = sysread($a, $buf, 65536); last unless $n; writeall(\*STDOUT, $buf); }}
+    if ($stdin_open && vec($rout, $in, 1)) {{ my $n = sysread(STDIN, $buf, 65536); if (!$n) {{ shutdown($a, 1); $stdin_open = 0; }} else {{ writeall($a, $buf); }} }}
 }}
 waitpid($pid, 0);
 exit($? >> 8);
