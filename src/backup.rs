@@ -53,7 +53,7 @@ pub struct Fail {
 }
 
 impl Fail {
-    fn new(code: i32, msg: impl Into<String>) -> Fail {
+    pub fn new(code: i32, msg: impl Into<String>) -> Fail {
         Fail {
             code,
             msg: msg.into(),
@@ -75,8 +75,9 @@ pub struct VeFacts {
     pub conf_file: String,
     pub action_scripts: Vec<String>,
     pub mount: Mount,
-    pub lv: Lv,
-    pub vg: Vg,
+    /// The LV holding VE_PRIVATE and its VG (`None`: not on LVM; backups are refused then).
+    pub lv: Option<Lv>,
+    pub vg: Option<Vg>,
     pub warnings: Vec<String>,
 }
 
@@ -198,31 +199,10 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
             format!("{}: VE {veid}: no mount holds {resolved}", hn.name),
         )
     })?;
-    let lv = lvm::lv_for_mount(&lvs, &mount).cloned().ok_or_else(|| {
-        Fail::new(
-            EXIT_PRECONDITION,
-            format!(
-                "{}: VE {veid}: {resolved} is on {} ({} at {}), which is not an LVM logical volume: no snapshot possible",
-                hn.name, mount.source, mount.fstype, mount.mount_point
-            ),
-        )
-    })?;
-    if lv.attr.starts_with('s') || lv.attr.starts_with('S') {
-        return Err(Fail::new(
-            EXIT_PRECONDITION,
-            format!("{}: VE {veid}: {resolved} is on a snapshot LV", hn.name),
-        ));
-    }
-    let vg = vgs
-        .iter()
-        .find(|v| v.name == lv.vg)
-        .cloned()
-        .ok_or_else(|| {
-            Fail::new(
-                EXIT_HN_STEP,
-                format!("{}: volume group {} not listed by vgs", hn.name, lv.vg),
-            )
-        })?;
+    let lv = lvm::lv_for_mount(&lvs, &mount).cloned();
+    let vg = lv
+        .as_ref()
+        .and_then(|lv| vgs.iter().find(|v| v.name == lv.vg).cloned());
     let action_scripts = sec
         .get("scripts")
         .map(|s| {
@@ -268,6 +248,39 @@ pub struct Transfer {
     pub leftover: Vec<u8>,
 }
 
+/// What BackupPC asked for: an rsync server, or tar (the tar XferMethod).
+#[derive(Debug, Clone)]
+pub enum Job {
+    Rsync(Transfer),
+    Tar(crate::tar_args::TarCmd),
+}
+
+impl Job {
+    pub fn direction(&self) -> Direction {
+        match self {
+            Job::Rsync(t) => t.server.direction,
+            Job::Tar(t) => t.direction,
+        }
+    }
+    /// The VE paths the transfer reads or writes (rsync's paths; tar's `-C` dir and file list).
+    pub fn ve_paths(&self) -> Vec<String> {
+        match self {
+            Job::Rsync(t) => t.paths().to_vec(),
+            Job::Tar(t) => {
+                let mut v = vec![t.dir.clone()];
+                v.extend(t.file_paths());
+                v
+            }
+        }
+    }
+    pub fn tool(&self) -> &'static str {
+        match self {
+            Job::Rsync(_) => "rsync",
+            Job::Tar(_) => "tar",
+        }
+    }
+}
+
 impl Transfer {
     pub fn paths(&self) -> &[String] {
         match &self.protected {
@@ -275,7 +288,8 @@ impl Transfer {
             None => &self.server.paths,
         }
     }
-    fn options(&self) -> Vec<String> {
+    /// Options from argv and from the protect-args block.
+    pub fn all_options(&self) -> Vec<String> {
         let mut o = self.server.options.clone();
         if let Some(p) = &self.protected {
             o.extend(p.options.iter().cloned());
@@ -284,79 +298,19 @@ impl Transfer {
     }
 }
 
-/// Build the backup plan (stop mode, thick LVM snapshot).
-pub fn build_plan(
-    cfg: &Config,
-    facts: &VeFacts,
-    t: &Transfer,
-    run_id: &str,
-) -> Result<(Plan, Vec<u8>, String), Fail> {
-    let veid = &facts.veid;
-    let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
-    let mount_point = format!("{HN_STATE_DIR}/mnt/{snap_name}");
-    let backend = LvmThick {
-        vg: facts.lv.vg.clone(),
-        origin: facts.lv.name.clone(),
-        snap_name: snap_name.clone(),
-        size_bytes: cfg.snapshot_size,
-        fstype: facts.mount.fstype.clone(),
-        mount_point: mount_point.clone(),
-        veid: veid.clone(),
-    };
-    let state_file = format!("{HN_STATE_DIR}/state.{snap_name}");
-    let mode = StopStart {
-        veid: veid.clone(),
-        state_file,
-    };
-
-    // The VE's private area inside the mounted snapshot.
-    let lvmp = facts.mount.mount_point.trim_end_matches('/');
-    let rel = facts
-        .private_resolved
-        .strip_prefix(lvmp)
-        .unwrap_or("")
-        .trim_start_matches('/');
-    let snap_root = if rel.is_empty() {
-        mount_point.clone()
-    } else {
-        format!("{mount_point}/{rel}")
-    };
-
-    let relative = rsync_args::is_relative(&t.options());
-    let mut mapped = Vec::new();
-    for p in t.paths() {
-        mapped.push(
-            rsync_args::map_path(p, &snap_root, relative)
-                .map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?,
-        );
-    }
-    let covers_etc = t.paths().iter().any(|p| rsync_args::covers_etc(p));
-
-    let mut warnings = facts.warnings.clone();
-    if !facts.running {
-        warnings.push(format!(
-            "VE {veid} is not running: no downtime; it stays stopped"
-        ));
-    }
-    if facts.vg.free < cfg.snapshot_size {
-        warnings.push(format!(
-            "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
-            facts.vg.name,
-            facts.vg.free >> 20,
-            cfg.snapshot_size >> 20
-        ));
-    }
-
-    let id = quote(veid.as_str());
-    let mut steps = Vec::new();
+/// Step 1 of every plan: the bpc-ovz lock of the VE and one of the HN's backup slots, held on the
+/// guard's own fds 7 and 8 (never inherited by children) for the whole run.
+pub fn lock_step(cfg: &Config, veid: &VeId) -> Step {
     let lock_file = format!("{HN_STATE_DIR}/ve.{veid}.lock");
     let per_hn = cfg.per_hn;
     let qt = cfg.queue_timeout.as_secs();
-    steps.push(Step {
+    Step {
         id: 1,
         name: "lock".into(),
         phase: Phase::Prepare,
-        summary: format!("take the bpc-ovz lock of VE {veid} and one of {per_hn} backup slots of this HN (wait up to {qt}s)"),
+        summary: format!(
+            "take the bpc-ovz lock of VE {veid} and one of {per_hn} slots of this HN (wait up to {qt}s)"
+        ),
         action: Action::Hn {
             script: format!(
                 "mkdir -p {base}/mnt || return 30\n\
@@ -382,24 +336,26 @@ pub fn build_plan(
         },
         undo: Some("exec 7>&- 8>&-".into()),
         holds_locks: true,
-    });
-    steps.push(Step {
-        id: 2,
-        name: "clear-stale".into(),
-        phase: Phase::Prepare,
-        summary: format!("remove snapshots and mounts that earlier, dead runs left for VE {veid}"),
-        action: Action::Hn {
-            script: backend.clear_stale(),
-        },
-        undo: None,
-        holds_locks: false,
-    });
+    }
+}
+
+/// vzctl's own lock of the VE must be free (a live PID there is a migration or another vzctl
+/// job); bpc-ovz then takes it, vzdump-style, for the whole run and calls vzctl with `--skiplock`.
+/// `checks` run after the lock test and before taking it; `undo_extra` runs before releasing it.
+pub fn preflight_step(
+    id: u32,
+    facts: &VeFacts,
+    summary: String,
+    checks: &str,
+    undo_extra: &str,
+) -> Step {
+    let veid = &facts.veid;
     let vzlock = format!("{}/{veid}.lck", facts.lockdir.trim_end_matches('/'));
-    steps.push(Step {
-        id: 3,
+    Step {
+        id,
         name: "preflight".into(),
         phase: Phase::Prepare,
-        summary: format!("check that vzctl's lock of VE {veid} is free and take it; check room in VG {}", facts.vg.name),
+        summary,
         action: Action::Hn {
             script: format!(
                 "L={l}\n\
@@ -408,54 +364,173 @@ pub fn build_plan(
                  \x20 if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then echo \"VE {veid} is locked by vzctl (pid $p): a migration or another vzctl job is running\"; return 22; fi\n\
                  \x20 echo \"removing stale vzctl lock $L (pid $p is gone)\"; rm -f \"$L\"\n\
                  fi\n\
-                 {room}\n\
+                 {checks}\n\
                  mkdir -p {ld} && echo $$ > \"$L.bpcovz.$$\" && ln \"$L.bpcovz.$$\" \"$L\"; rc=$?\n\
                  rm -f \"$L.bpcovz.$$\"\n\
                  [ $rc = 0 ] || {{ echo \"cannot take vzctl's lock $L\"; return 22; }}\n\
                  return 0",
                 l = quote(&vzlock),
                 ld = quote(&facts.lockdir),
-                room = backend.check_room(),
             ),
         },
-        undo: Some(format!("L={}\n[ \"$(cat \"$L\" 2>/dev/null)\" = \"$$\" ] && rm -f \"$L\"\nreturn 0", quote(&vzlock))),
+        undo: Some(format!(
+            "{undo_extra}\nL={}\n[ \"$(cat \"$L\" 2>/dev/null)\" = \"$$\" ] && rm -f \"$L\"\nreturn 0",
+            quote(&vzlock)
+        )),
         holds_locks: false,
-    });
-    steps.push(Step {
-        id: 4,
-        name: "downtime".into(),
-        phase: Phase::Downtime,
-        summary: format!(
-            "{} VE {veid} if it runs, create snapshot {}/{snap_name}, start it again at once (one script: no round trip while the VE is down)",
-            mode.name(),
-            facts.vg.name
+    }
+}
+
+/// The snapshot half of a backup plan: steps 1-6 (lock .. add-config), ready to be followed by
+/// transfer steps reading `snap_root`. Shared by a per-transfer backup and a dump lease.
+pub struct SnapshotPart {
+    pub steps: Vec<Step>,
+    /// The VE's `/` inside the mounted snapshot.
+    pub snap_root: String,
+    pub snap_lv: String,
+    pub verify: String,
+    pub library: String,
+    pub facts: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+pub fn snapshot_part(
+    cfg: &Config,
+    facts: &VeFacts,
+    run_id: &str,
+    add_config: bool,
+) -> Result<SnapshotPart, Fail> {
+    let veid = &facts.veid;
+    let (lv, vg) = match (&facts.lv, &facts.vg) {
+        (Some(lv), Some(vg)) if !(lv.attr.starts_with('s') || lv.attr.starts_with('S')) => (lv, vg),
+        (Some(_), _) => {
+            return Err(Fail::new(
+                EXIT_PRECONDITION,
+                format!(
+                    "{}: VE {veid}: {} is on a snapshot LV or its VG is not listed by vgs",
+                    facts.hn.name, facts.private_resolved
+                ),
+            ));
+        }
+        (None, _) => {
+            return Err(Fail::new(
+                EXIT_PRECONDITION,
+                format!(
+                    "{}: VE {veid}: {} is on {} ({} at {}), which is not an LVM logical volume: no snapshot possible",
+                    facts.hn.name,
+                    facts.private_resolved,
+                    facts.mount.source,
+                    facts.mount.fstype,
+                    facts.mount.mount_point
+                ),
+            ));
+        }
+    };
+    let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
+    let mount_point = format!("{HN_STATE_DIR}/mnt/{snap_name}");
+    let backend = LvmThick {
+        vg: lv.vg.clone(),
+        origin: lv.name.clone(),
+        snap_name: snap_name.clone(),
+        size_bytes: cfg.snapshot_size,
+        fstype: facts.mount.fstype.clone(),
+        mount_point: mount_point.clone(),
+        veid: veid.clone(),
+    };
+    let mode = StopStart {
+        veid: veid.clone(),
+        state_file: format!("{HN_STATE_DIR}/state.{snap_name}"),
+    };
+
+    // The VE's private area inside the mounted snapshot.
+    let lvmp = facts.mount.mount_point.trim_end_matches('/');
+    let rel = facts
+        .private_resolved
+        .strip_prefix(lvmp)
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let snap_root = if rel.is_empty() {
+        mount_point.clone()
+    } else {
+        format!("{mount_point}/{rel}")
+    };
+
+    let mut warnings = facts.warnings.clone();
+    if !facts.running {
+        warnings.push(format!(
+            "VE {veid} is not running: no downtime; it stays stopped"
+        ));
+    }
+    if vg.free < cfg.snapshot_size {
+        warnings.push(format!(
+            "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
+            vg.name,
+            vg.free >> 20,
+            cfg.snapshot_size >> 20
+        ));
+    }
+
+    let mut steps = vec![
+        lock_step(cfg, veid),
+        Step {
+            id: 2,
+            name: "clear-stale".into(),
+            phase: Phase::Prepare,
+            summary: format!(
+                "remove snapshots and mounts that earlier, dead runs left for VE {veid}"
+            ),
+            action: Action::Hn {
+                script: backend.clear_stale(),
+            },
+            undo: None,
+            holds_locks: false,
+        },
+        preflight_step(
+            3,
+            facts,
+            format!(
+                "check that vzctl's lock of VE {veid} is free and take it; check room in VG {}",
+                vg.name
+            ),
+            &backend.check_room(),
+            "",
         ),
-        action: Action::Hn {
-            script: format!(
-                "{before}\n{{\n{create}\n}}; crc=$?\n{after}\n\
-                 [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\
-                 [ $src = 0 ] || {{ echo \"VE {veid} did not start again (exit $src)\"; return 42; }}\n\
-                 return 0",
-                before = mode.before(),
-                create = backend.create(),
-                after = mode.after(),
+        Step {
+            id: 4,
+            name: "downtime".into(),
+            phase: Phase::Downtime,
+            summary: format!(
+                "{} VE {veid} if it runs, create snapshot {}/{snap_name}, start it again at once (one script: no round trip while the VE is down)",
+                mode.name(),
+                vg.name
             ),
+            action: Action::Hn {
+                script: format!(
+                    "{before}\n{{\n{create}\n}}; crc=$?\n{after}\n\
+                     [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\
+                     [ $src = 0 ] || {{ echo \"VE {veid} did not start again (exit $src)\"; return 42; }}\n\
+                     return 0",
+                    before = mode.before(),
+                    create = backend.create(),
+                    after = mode.after(),
+                ),
+            },
+            undo: Some(format!("{}\n{}", mode.ensure(), backend.remove())),
+            holds_locks: false,
         },
-        undo: Some(format!("{}\n{}", mode.ensure(), backend.remove())),
-        holds_locks: false,
-    });
-    steps.push(Step {
-        id: 5,
-        name: "mount".into(),
-        phase: Phase::Snapshot,
-        summary: format!("mount the snapshot on {mount_point}"),
-        action: Action::Hn {
-            script: backend.mount(),
+        Step {
+            id: 5,
+            name: "mount".into(),
+            phase: Phase::Snapshot,
+            summary: format!("mount the snapshot on {mount_point}"),
+            action: Action::Hn {
+                script: backend.mount(),
+            },
+            undo: Some(backend.umount()),
+            holds_locks: false,
         },
-        undo: Some(backend.umount()),
-        holds_locks: false,
-    });
-    if covers_etc {
+    ];
+    if add_config {
         let etc = format!("{snap_root}/etc");
         let mut copy = format!(
             "cp {} \"$E/vzdump/\"{} || return 51\n",
@@ -488,79 +563,6 @@ pub fn build_plan(
             holds_locks: false,
         });
     }
-    let mut check = format!("R={}\n", quote(&snap_root));
-    check.push_str("for p in");
-    for m in &mapped {
-        check.push(' ');
-        check.push_str(&quote(m));
-    }
-    check.push_str(
-        "; do\n  r=$(readlink -f -- \"$p\") || continue\n  case \"$r\" in \"$R\"|\"$R\"/*) ;; *) echo \"refusing $p: it leads outside the VE (to $r) through a symlink\"; return 60 ;; esac\ndone\nreturn 0",
-    );
-    steps.push(Step {
-        id: 7,
-        name: "check-paths".into(),
-        phase: Phase::Snapshot,
-        summary: "check that every path stays inside the VE (no symlink leads out)".into(),
-        action: Action::Hn { script: check },
-        undo: None,
-        holds_locks: false,
-    });
-
-    // The transfer: the HN's own rsync, reading the snapshot.
-    let (command, prefix, note) = match &t.protected {
-        None => {
-            let c = RemoteCmd::new("rsync")
-                .args(&t.server.options)
-                .arg(".")
-                .args(&mapped);
-            (format!("exec {c}"), t.leftover.clone(), None)
-        }
-        Some(p) => {
-            let c = RemoteCmd::new("rsync").args(&t.server.options);
-            let np = ProtectedArgs {
-                argv0: p.argv0.clone(),
-                options: p.options.clone(),
-                paths: mapped.clone(),
-            };
-            let mut bytes = np.encode();
-            bytes.extend_from_slice(&t.leftover);
-            let shown: Vec<String> = np.paths.iter().map(|x| quote(x)).collect();
-            (
-                format!("exec {c}"),
-                bytes,
-                Some(format!(
-                    "protect-args block rewritten: {} . {}",
-                    p.options.join(" "),
-                    shown.join(" ")
-                )),
-            )
-        }
-    };
-    steps.push(Step {
-        id: 8,
-        name: "transfer".into(),
-        phase: Phase::Transfer,
-        summary: "relay BackupPC's rsync to an rsync --server --sender reading the snapshot".into(),
-        action: Action::Transfer {
-            command: command.clone(),
-            stdin_note: note,
-        },
-        undo: None,
-        holds_locks: false,
-    });
-    steps.push(Step {
-        id: 9,
-        name: "verify".into(),
-        phase: Phase::Verify,
-        summary: "fail the backup if the snapshot overflowed during the transfer".into(),
-        action: Action::Hn {
-            script: backend.verify(),
-        },
-        undo: None,
-        holds_locks: false,
-    });
-
     let mut facts_out = vec![
         (
             "HN".to_string(),
@@ -587,24 +589,171 @@ pub fn build_plan(
             "LV".into(),
             format!(
                 "{}/{} ({} MiB, {} on {})",
-                facts.lv.vg,
-                facts.lv.name,
-                facts.lv.size >> 20,
+                lv.vg,
+                lv.name,
+                lv.size >> 20,
                 facts.mount.fstype,
                 facts.mount.mount_point
             ),
         ),
         (
             "VG free".into(),
-            format!("{} MiB of {} MiB", facts.vg.free >> 20, facts.vg.size >> 20),
+            format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
         ),
         ("mode".into(), mode.name().into()),
     ];
     facts_out.extend(backend.describe());
-    facts_out.push(("paths".into(), t.paths().join(" ")));
+    Ok(SnapshotPart {
+        steps,
+        snap_root,
+        snap_lv: format!("{}/{snap_name}", lv.vg),
+        verify: backend.verify(),
+        library: mode.library(),
+        facts: facts_out,
+        warnings,
+    })
+}
+
+/// Whether the job reads the VE's `/etc` (then etc/vzdump is added to the snapshot).
+pub fn covers_etc(job: &Job) -> bool {
+    match job {
+        Job::Rsync(t) => t.paths().iter().any(|p| rsync_args::covers_etc(p)),
+        Job::Tar(t) => t.file_paths().iter().any(|p| rsync_args::covers_etc(p)),
+    }
+}
+
+/// The transfer half: check-paths, transfer, verify, numbered from `first_id`, reading the VE
+/// tree at `snap_root`. Returns the steps, the stdin prefix and the transfer command.
+pub fn transfer_steps(
+    job: &Job,
+    snap_root: &str,
+    verify: &str,
+    first_id: u32,
+) -> Result<(Vec<Step>, Vec<u8>, String), Fail> {
+    let refused = |e: rsync_args::ArgsError| Fail::new(EXIT_REFUSED, e.to_string());
+    // rsync: every path mapped into the snapshot; tar: its -C directory (and, for the symlink
+    // check, every file-list entry).
+    let (mapped, checked) = match job {
+        Job::Rsync(t) => {
+            let relative = rsync_args::is_relative(&t.all_options());
+            let mut mapped = Vec::new();
+            for p in t.paths() {
+                mapped.push(rsync_args::map_path(p, snap_root, relative).map_err(refused)?);
+            }
+            (mapped.clone(), mapped)
+        }
+        Job::Tar(t) => {
+            let dir = rsync_args::map_path(&t.dir, snap_root, false).map_err(refused)?;
+            let mut checked = vec![dir.clone()];
+            for f in t.file_paths() {
+                checked.push(rsync_args::map_path(&f, snap_root, false).map_err(refused)?);
+            }
+            (vec![dir], checked)
+        }
+    };
+    let mut check = format!("R={}\n", quote(snap_root));
+    check.push_str("for p in");
+    for m in &checked {
+        check.push(' ');
+        check.push_str(&quote(m));
+    }
+    check.push_str(
+        "; do\n  r=$(readlink -f -- \"$p\") || continue\n  case \"$r\" in \"$R\"|\"$R\"/*) ;; *) echo \"refusing $p: it leads outside the VE (to $r) through a symlink\"; return 60 ;; esac\ndone\nreturn 0",
+    );
+    // The transfer: the HN's own rsync (or tar), reading the snapshot.
+    let (command, prefix, note) = match job {
+        Job::Tar(tc) => {
+            let c = RemoteCmd::new("env")
+                .args(&tc.env)
+                .arg("tar")
+                .args(tc.args_with_dir(&mapped[0]));
+            (format!("exec {c}"), Vec::new(), None)
+        }
+        Job::Rsync(t) => match &t.protected {
+            None => {
+                let c = RemoteCmd::new("rsync")
+                    .args(&t.server.options)
+                    .arg(".")
+                    .args(&mapped);
+                (format!("exec {c}"), t.leftover.clone(), None)
+            }
+            Some(p) => {
+                let c = RemoteCmd::new("rsync").args(&t.server.options);
+                let np = ProtectedArgs {
+                    argv0: p.argv0.clone(),
+                    options: p.options.clone(),
+                    paths: mapped.clone(),
+                };
+                let mut bytes = np.encode();
+                bytes.extend_from_slice(&t.leftover);
+                let shown: Vec<String> = np.paths.iter().map(|x| quote(x)).collect();
+                let note = format!(
+                    "protect-args block rewritten: {} . {}",
+                    p.options.join(" "),
+                    shown.join(" ")
+                );
+                (format!("exec {c}"), bytes, Some(note))
+            }
+        },
+    };
+    let steps = vec![
+        Step {
+            id: first_id,
+            name: "check-paths".into(),
+            phase: Phase::Snapshot,
+            summary: "check that every path stays inside the VE (no symlink leads out)".into(),
+            action: Action::Hn { script: check },
+            undo: None,
+            holds_locks: false,
+        },
+        Step {
+            id: first_id + 1,
+            name: "transfer".into(),
+            phase: Phase::Transfer,
+            summary: format!(
+                "relay BackupPC's {} to the HN's {} reading the snapshot",
+                job.tool(),
+                job.tool()
+            ),
+            action: Action::Transfer {
+                command: command.clone(),
+                stdin_note: note,
+            },
+            undo: None,
+            holds_locks: false,
+        },
+        Step {
+            id: first_id + 2,
+            name: "verify".into(),
+            phase: Phase::Verify,
+            summary: "fail the backup if the snapshot overflowed during the transfer".into(),
+            action: Action::Hn {
+                script: verify.to_string(),
+            },
+            undo: None,
+            holds_locks: false,
+        },
+    ];
+    Ok((steps, prefix, command))
+}
+
+/// Build the backup plan (stop mode, thick LVM snapshot): snapshot part, then transfer part.
+pub fn build_plan(
+    cfg: &Config,
+    facts: &VeFacts,
+    job: &Job,
+    run_id: &str,
+) -> Result<(Plan, Vec<u8>, String), Fail> {
+    let etc = covers_etc(job);
+    let part = snapshot_part(cfg, facts, run_id, etc)?;
+    let (tsteps, prefix, command) = transfer_steps(job, &part.snap_root, &part.verify, 7)?;
+    let mut steps = part.steps;
+    steps.extend(tsteps);
+    let mut facts_out = part.facts;
+    facts_out.push(("paths".into(), job.ve_paths().join(" ")));
     facts_out.push((
         "etc/vzdump".into(),
-        if covers_etc {
+        if etc {
             "added".into()
         } else {
             "not covered".into()
@@ -612,16 +761,16 @@ pub fn build_plan(
     ));
     let plan = Plan {
         title: format!(
-            "bpc-ovz backup plan for {} (VE {veid} on {})",
+            "bpc-ovz backup plan for {} (VE {} on {})",
             facts.listed.hostname.as_deref().unwrap_or("-"),
+            facts.veid,
             facts.hn.name
         ),
         facts: facts_out,
-        warnings,
-        library: mode.library(),
+        warnings: part.warnings,
+        library: part.library,
         steps,
     };
-    let _ = id;
     Ok((plan, prefix, command))
 }
 
@@ -648,13 +797,52 @@ impl GuardIo for ChannelGuard {
 }
 
 /// Parse and check the request; read the protect-args block if there is one.
-pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Transfer, Fail> {
-    let server =
-        rsync_args::parse(&req.words).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
-    if server.direction == Direction::Receive || req.restore_keyword {
+pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Job, Fail> {
+    let server = match rsync_args::parse(&req.words) {
+        Ok(s) => s,
+        Err(rsync_args::ArgsError::NotRsyncServer(_))
+            if crate::tar_args::parse(&req.words).is_ok() =>
+        {
+            let t = crate::tar_args::parse(&req.words)
+                .map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+            if req.restore_keyword && t.direction == Direction::Send {
+                return Err(Fail::new(
+                    EXIT_REFUSED,
+                    "`server restore` was given, but the tar command creates an archive (a backup)",
+                ));
+            }
+            for p in Job::Tar(t.clone()).ve_paths() {
+                rsync_args::ve_relative(&p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
+            }
+            if t.direction == Direction::Receive {
+                crate::restore::check_tar_restore_options(&t)?;
+            }
+            return Ok(Job::Tar(t));
+        }
+        Err(rsync_args::ArgsError::NotRsyncServer(_)) => {
+            // Say why tar was refused when it looks like tar.
+            if let Err(e) = crate::tar_args::parse(&req.words)
+                && req
+                    .words
+                    .iter()
+                    .any(|w| w.rsplit('/').next() == Some("tar"))
+            {
+                return Err(Fail::new(EXIT_REFUSED, e.to_string()));
+            }
+            return Err(Fail::new(
+                EXIT_REFUSED,
+                format!(
+                    "remote command is neither an rsync server nor a BackupPC tar command: {}",
+                    req.words.join(" ")
+                ),
+            ));
+        }
+        Err(e) => return Err(Fail::new(EXIT_REFUSED, e.to_string())),
+    };
+    if req.restore_keyword && server.direction == Direction::Send {
         return Err(Fail::new(
             EXIT_REFUSED,
-            "restores are not supported yet: this bpc-ovz only serves backups (rsync --server --sender)",
+            "`server restore` was given, but the rsync command is a sender (a backup)",
         ));
     }
     let (protected, leftover) = if server.protect_args {
@@ -673,7 +861,10 @@ pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Transfer, Fail
     for p in t.paths() {
         rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     }
-    Ok(t)
+    if t.server.direction == Direction::Receive {
+        crate::restore::check_restore_options(&t)?;
+    }
+    Ok(Job::Rsync(t))
 }
 
 /// Run one backup transfer end to end. Returns the exit code.
@@ -690,6 +881,10 @@ pub async fn run(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> i
 async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) -> Result<i32, Fail> {
     let t = prepare_transfer(&req, 0)?;
     cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
+    // A transfer of a dump that `dump-begin` prepared reads that dump's snapshot.
+    if let Some(lease) = crate::lease::for_this_dump(cfg, &req.host) {
+        return crate::lease::transfer(cfg, &req, &t, lease, cancel).await;
+    }
     let opts =
         locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
     let Located { hn, ve, session } = locate::locate(cfg, &opts, &req.host)
@@ -707,17 +902,56 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
         tracing::warn!("{}: {}", hn.name, w);
     }
     let run_id = crate::nonce()[..8].to_string();
-    let (plan, prefix, command) = build_plan(cfg, &facts, &t, &run_id)?;
+    let restore = t.direction() == Direction::Receive;
+    let tar = matches!(t, Job::Tar(_));
+    let (plan, prefix, command) = if restore {
+        crate::restore::build_plan(cfg, &facts, &t, &run_id)?
+    } else {
+        build_plan(cfg, &facts, &t, &run_id)?
+    };
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
+    let ctx = RunCtx {
+        session: &session,
+        hn: &hn.name,
+        veid: &facts.veid,
+        running: facts.running,
+        restore,
+        tar,
+        caller: req.caller,
+    };
+    let code = execute(&ctx, &plan, prefix, command, cancel).await?;
+    session.close().await;
+    Ok(code)
+}
+
+/// What `execute` needs to know about the run it executes.
+pub struct RunCtx<'a> {
+    pub session: &'a Session,
+    pub hn: &'a str,
+    pub veid: &'a VeId,
+    pub running: bool,
+    pub restore: bool,
+    pub tar: bool,
+    pub caller: Caller,
+}
+
+/// Run `plan` through a guard on `ctx.session`, relaying the transfer step; returns the exit code.
+pub async fn execute(
+    ctx: &RunCtx<'_>,
+    plan: &Plan,
+    prefix: Vec<u8>,
+    command: String,
+    cancel: watch::Receiver<bool>,
+) -> Result<i32, Fail> {
+    let (session, tar, caller) = (ctx.session, ctx.tar, ctx.caller);
     let nonce = crate::nonce();
     let guard = session
         .open(&guard_command(&plan, &nonce))
         .await
-        .map_err(|e| Fail::new(255, format!("{}: {e}", hn.name)))?;
-    let caller = req.caller;
-    let hn_name = hn.name.clone();
+        .map_err(|e| Fail::new(255, format!("{}: {e}", ctx.hn)))?;
+    let hn_name = ctx.hn.to_string();
     let cancel2 = cancel.clone();
     let session_ref = &session;
     let transfer = move |_: &Step| async move {
@@ -737,10 +971,17 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
                 let c = c as i32;
                 TransferResult {
                     code: c,
-                    proceed: matches!(c, 0 | 23 | 24),
+                    // rsync's 23/24 and tar's 1 are BackupPC's "partial" results.
+                    proceed: if tar {
+                        matches!(c, 0 | 1)
+                    } else {
+                        matches!(c, 0 | 23 | 24)
+                    },
                     note: Some(format!(
-                        "rsync exit {c}, {} bytes sent to BackupPC",
-                        stats.bytes_out
+                        "{} exit {c}, {} bytes to BackupPC, {} bytes from it",
+                        if tar { "tar" } else { "rsync" },
+                        stats.bytes_out,
+                        stats.bytes_in
                     )),
                 }
             }
@@ -756,15 +997,13 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
             },
         }
     };
-    let name = hn.name.clone();
+    let name = ctx.hn.to_string();
     let names: BTreeMap<u32, String> = plan.steps.iter().map(|s| (s.id, s.name.clone())).collect();
     let mut report = move |e: Event| log_event(&name, &names, e);
-    let out = Executor::new(&plan, ChannelGuard(guard), &nonce)
+    let out = Executor::new(plan, ChannelGuard(guard), &nonce)
         .run(transfer, cancel, &mut report)
         .await;
-    let code = summarize(&hn, &facts, &plan, &out);
-    session.close().await;
-    Ok(code)
+    Ok(summarize(ctx, plan, &out))
 }
 
 fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
@@ -788,32 +1027,33 @@ fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
 }
 
 /// One exit code and the closing lines.
-fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
-    let veid = &facts.veid;
+fn summarize(ctx: &RunCtx<'_>, plan: &Plan, out: &Outcome) -> i32 {
+    let (veid, restore, running) = (ctx.veid, ctx.restore, ctx.running);
+    let what = if restore { "restore" } else { "backup" };
     if let Some(d) = out.datum("downtime_ms") {
         let parts = out
             .datum("downtime_parts")
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
-        if facts.running || d != "0" {
-            tracing::info!("{}: VE {veid} was down for {d} ms{parts}", hn.name);
+        if running || d != "0" {
+            tracing::info!("{}: VE {veid} was down for {d} ms{parts}", ctx.hn);
         } else {
-            tracing::info!("{}: VE {veid} was not running: no downtime", hn.name);
+            tracing::info!("{}: VE {veid} was not running: no downtime", ctx.hn);
         }
     }
     if let Some(u) = out.datum("snapshot_usage") {
-        tracing::info!("{}: snapshot usage at the end: {u}%", hn.name);
+        tracing::info!("{}: snapshot usage at the end: {u}%", ctx.hn);
     }
     if let Some(t) = &out.transfer
         && let Some(n) = &t.note
     {
-        tracing::info!("{}: {n}", hn.name);
+        tracing::info!("{}: {n}", ctx.hn);
     }
     let cleanup_ok = out.unwound && out.undo_failures.is_empty();
     if !out.undo_failures.is_empty() {
         tracing::error!(
             "{}: cleanup incomplete (undo of steps {:?} failed): a snapshot or mount of VE {veid} may be left; the next run or `bpc-ovz sweep` removes it",
-            hn.name,
+            ctx.hn,
             out.undo_failures
                 .iter()
                 .map(|(i, _)| *i)
@@ -821,13 +1061,13 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
         );
     }
     if out.cancelled {
-        tracing::error!("{}: backup of VE {veid} aborted", hn.name);
+        tracing::error!("{}: {what} of VE {veid} aborted", ctx.hn);
         return EXIT_SIGNAL;
     }
     if out.guard_lost && !out.unwound {
         tracing::error!(
             "{}: connection lost; the HN cleans up by itself (VE restarted, snapshot removed)",
-            hn.name
+            ctx.hn
         );
         return 255;
     }
@@ -847,33 +1087,37 @@ fn summarize(hn: &Hn, facts: &VeFacts, plan: &Plan, out: &Outcome) -> i32 {
         };
         let step = plan.step(f.id).map(|s| s.name.clone()).unwrap_or_default();
         tracing::error!(
-            "{}: backup of VE {veid} failed at step {step} (exit {}): {why}",
-            hn.name,
+            "{}: {what} of VE {veid} failed at step {step} (exit {}): {why}",
+            ctx.hn,
             f.rc
         );
         return code;
     }
     if let Some(t) = &out.transfer {
         if t.code != 0 {
-            tracing::error!("{}: rsync failed (exit {})", hn.name, t.code);
+            tracing::error!("{}: rsync failed (exit {})", ctx.hn, t.code);
             return t.code;
         }
     } else {
-        tracing::error!("{}: the transfer did not run", hn.name);
+        tracing::error!("{}: the transfer did not run", ctx.hn);
         return EXIT_HN_STEP;
     }
     if !cleanup_ok {
         return EXIT_CLEANUP;
     }
-    tracing::info!(
-        "{}: backup of VE {veid} complete; snapshot removed, VE {}",
-        hn.name,
-        if facts.running {
-            "running"
-        } else {
-            "stopped as before"
-        }
-    );
+    let state = if running {
+        "running"
+    } else {
+        "stopped as before"
+    };
+    if restore {
+        tracing::info!("{}: restore into VE {veid} complete; VE {state}", ctx.hn);
+    } else {
+        tracing::info!(
+            "{}: backup of VE {veid} complete; snapshot removed, VE {state}",
+            ctx.hn
+        );
+    }
     0
 }
 
@@ -925,6 +1169,7 @@ pub async fn show_plan(
         .await
         .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
     let facts = probe(&session, &hn, &ve).await?;
+    let hn_state = crate::admin::plan::probe_state(&session, cfg, &facts).await;
     session.close().await;
     // What BackupPC 4 sends by default: protect-args, paths on stdin.
     let t = Transfer {
@@ -946,9 +1191,11 @@ pub async fn show_plan(
         leftover: Vec::new(),
     };
     let run_id = "RUNID000".to_string();
-    let (plan, _, _) = build_plan(cfg, &facts, &t, &run_id)?;
+    let (mut plan, _, _) = build_plan(cfg, &facts, &Job::Rsync(t), &run_id)?;
+    crate::admin::plan::augment(&mut plan, cfg, &facts, &hn_state);
     if json {
-        let v = serde_json::json!({ "plan": plan, "facts": facts });
+        let v = serde_json::json!({ "plan": plan, "facts": facts, "hn_state": hn_state,
+            "remote_commands": crate::admin::plan::remote_commands(&plan) });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print!("{}", plan.render_text());

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_CONFIG: &str = "/etc/bpc-ovz/config.yaml";
 pub const SEED_HNLIST: &str = "/etc/backuppc/BackupPC_ovz.hnlist";
+pub const DEFAULT_CACHE: &str = "/var/lib/bpc-ovz/ve-cache.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -106,6 +107,19 @@ struct RawConfig {
     ves: Option<BTreeMap<String, RawVe>>,
     #[serde(default)]
     locate_timeout: Option<String>,
+    #[serde(default)]
+    cache: Option<PathBuf>,
+    #[serde(default)]
+    lease: Option<RawLease>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLease {
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -115,6 +129,8 @@ struct RawConcurrency {
     per_hn: Option<u32>,
     #[serde(default)]
     queue_timeout: Option<String>,
+    #[serde(default)]
+    hn_queries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -179,6 +195,14 @@ pub struct Config {
     pub per_hn: u32,
     pub queue_timeout: Duration,
     pub locate_timeout: Duration,
+    /// HNs asked at once by `refresh`, `check` and `sweep` (`concurrency.hn_queries`).
+    pub hn_queries: u32,
+    /// The VE → HN cache written by `refresh` (`cache`; `None` when set to an empty string).
+    pub cache: Option<PathBuf>,
+    /// Where `dump-begin` records the dump leases it holds (`lease.dir`).
+    pub lease_dir: PathBuf,
+    /// How long a dump lease lives on the HN without being renewed (`lease.ttl`).
+    pub lease_ttl: Duration,
     pub log: LogConfig,
     pub ves: BTreeMap<String, VeAlias>,
 }
@@ -345,6 +369,42 @@ impl Config {
             &raw.locate_timeout,
             Duration::from_secs(30),
         )?;
+        let hn_queries = conc.hn_queries.unwrap_or(128);
+        if hn_queries == 0 || hn_queries > 4096 {
+            return Err(invalid(
+                "concurrency.hn_queries",
+                format!("{hn_queries}: must be 1..4096"),
+            ));
+        }
+        let cache = match &raw.cache {
+            None => Some(PathBuf::from(DEFAULT_CACHE)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) if p.is_absolute() => Some(p.clone()),
+            Some(p) => {
+                return Err(invalid(
+                    "cache",
+                    format!(
+                        "{}: must be an absolute path (or \"\" for no cache)",
+                        p.display()
+                    ),
+                ));
+            }
+        };
+        let lease_raw = raw.lease.clone().unwrap_or_default();
+        let lease_dir = lease_raw
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/bpc-ovz/leases"));
+        if !lease_dir.is_absolute() {
+            return Err(invalid(
+                "lease.dir",
+                format!("{}: must be an absolute path", lease_dir.display()),
+            ));
+        }
+        let lease_ttl = dur("lease.ttl", &lease_raw.ttl, Duration::from_secs(900))?;
+        if lease_ttl < Duration::from_secs(2) {
+            return Err(invalid("lease.ttl", "must be at least 2s".into()));
+        }
         let log_raw = raw.log.clone().unwrap_or_default();
         let level = log_raw.level.clone().unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
@@ -392,6 +452,10 @@ impl Config {
             per_hn,
             queue_timeout,
             locate_timeout,
+            hn_queries,
+            cache,
+            lease_dir,
+            lease_ttl,
             log,
             ves,
         })
@@ -610,6 +674,24 @@ mod tests {
             vec![PathBuf::from("/var/lib/backuppc/.ssh/known_hosts")]
         );
         assert_eq!(c.ssh.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(c.cache, Some(PathBuf::from(DEFAULT_CACHE)));
+        assert_eq!(c.hn_queries, 128);
+    }
+
+    #[test]
+    fn cache_and_hn_queries_keys() {
+        let c = Config::parse("cache: /srv/c.json\nconcurrency:\n  hn_queries: 8\n", "f").unwrap();
+        assert_eq!(c.cache, Some(PathBuf::from("/srv/c.json")));
+        assert_eq!(c.hn_queries, 8);
+        assert_eq!(Config::parse("cache: \"\"\n", "f").unwrap().cache, None);
+        let e = Config::parse("cache: rel.json\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`cache`") && e.contains("absolute"), "{e}");
+        let e = Config::parse("concurrency:\n  hn_queries: 0\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("concurrency.hn_queries"), "{e}");
     }
 
     #[test]

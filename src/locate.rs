@@ -2,13 +2,18 @@
 //!
 //! A VE is matched by a config alias (`ves:`), by host name, or by IP (the name resolved through
 //! the system resolver). Zero matches, or matches on two HNs, are errors naming the HNs asked.
+//!
+//! When the VE → HN cache written by `bpc-ovz refresh` names one HN for the VE, that HN alone is
+//! asked first (its `vzlist` must still list the VE); only if it does not is every HN asked, and
+//! the cache then learns where the VE went.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use tokio::task::JoinSet;
 
-use crate::config::{Config, Hn};
+use crate::cache::VeCache;
+use crate::config::{Config, Hn, VeAlias};
 use crate::openvz::{ListedVe, parse_vzlist, vzlist_command};
 use crate::ssh::{HnAddr, Session, SshError, SshOptions};
 
@@ -104,7 +109,7 @@ pub async fn list_all(cfg: &Config, opts: &SshOptions, hns: &[Hn]) -> Vec<HnList
     out.into_iter().map(|(_, l)| l).collect()
 }
 
-async fn list_one(
+pub async fn list_one(
     hn: &Hn,
     opts: &SshOptions,
 ) -> Result<(Session, Vec<ListedVe>, Vec<String>), String> {
@@ -168,8 +173,8 @@ pub struct Located {
     pub session: Session,
 }
 
-/// Find HOST on the configured HNs.
-pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Located, LocateError> {
+/// The `ves:` alias of HOST, if any, and the HNs that may hold it (the alias's `hn:`, else all).
+pub fn alias_and_hns(cfg: &Config, host: &str) -> (Option<VeAlias>, Vec<Hn>) {
     let alias = cfg.ves.get(&host.to_ascii_lowercase()).cloned();
     let hns: Vec<Hn> = match alias.as_ref().and_then(|a| a.hn.clone()) {
         Some(name) => cfg
@@ -180,6 +185,105 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
             .collect(),
         None => cfg.hns.clone(),
     };
+    (alias, hns)
+}
+
+/// What asking the cached HN first gave.
+enum CacheTry {
+    Found(Located),
+    /// No cache, no single HN in it for HOST, or that HN no longer lists it.
+    Miss,
+    /// The cached HN did not answer; the full scan need not wait for it again.
+    Unreachable(Hn, String),
+}
+
+async fn try_cache(
+    cfg: &Config,
+    opts: &SshOptions,
+    host: &str,
+    ips: &BTreeSet<IpAddr>,
+    alias_veid: Option<&str>,
+    hns: &[Hn],
+) -> CacheTry {
+    let Some(path) = &cfg.cache else {
+        return CacheTry::Miss;
+    };
+    let cache = match VeCache::load(path) {
+        Ok(Some(c)) => c,
+        Ok(None) => return CacheTry::Miss,
+        Err(e) => {
+            tracing::debug!("{e}; asking every HN");
+            return CacheTry::Miss;
+        }
+    };
+    let names: Vec<String> = hns.iter().map(|h| h.name.clone()).collect();
+    let cands = cache.hns_for(host, ips, alias_veid, &names);
+    let Some(hn) = (if cands.len() == 1 {
+        cands
+            .first()
+            .and_then(|n| hns.iter().find(|h| &h.name == n))
+            .cloned()
+    } else {
+        None
+    }) else {
+        return CacheTry::Miss;
+    };
+    let res = match tokio::time::timeout(cfg.locate_timeout, list_one(&hn, opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer within {}s",
+            cfg.locate_timeout.as_secs()
+        )),
+    };
+    match res {
+        Ok((session, ves, warns)) => {
+            for w in warns {
+                tracing::warn!("{}: {}", hn.name, w);
+            }
+            let mut hits: Vec<ListedVe> = ves
+                .into_iter()
+                .filter(|v| matches(host, ips, alias_veid, v))
+                .collect();
+            if hits.len() == 1 {
+                tracing::debug!("{host}: on {} as the VE cache says", hn.name);
+                return CacheTry::Found(Located {
+                    hn,
+                    ve: hits.remove(0),
+                    session,
+                });
+            }
+            session.close().await;
+            tracing::info!(
+                "{host}: the VE cache says {}, which does not list it now: asking every HN",
+                hn.name
+            );
+            CacheTry::Miss
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}", hn.name);
+            CacheTry::Unreachable(hn, e)
+        }
+    }
+}
+
+/// After a full scan found HOST: teach the cache, if there is one (only `refresh` creates it).
+fn remember(cfg: &Config, hn: &Hn, ve: &ListedVe) {
+    let Some(path) = &cfg.cache else { return };
+    match VeCache::load(path) {
+        Ok(Some(mut c)) => {
+            c.note(&hn.name, ve, crate::cache::now());
+            if let Err(e) = c.save(path) {
+                tracing::debug!("{e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!("{e}"),
+    }
+}
+
+/// Find HOST on the configured HNs.
+pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Located, LocateError> {
+    let (alias, mut hns) = alias_and_hns(cfg, host);
     if hns.is_empty() {
         return Err(LocateError::Config(format!(
             "{}: no hardware nodes configured (key `hns`)",
@@ -191,9 +295,20 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
     } else {
         resolve(host).await
     };
-    let listings = list_all(cfg, opts, &hns).await;
-    let asked: Vec<String> = listings.iter().map(|l| l.hn.name.clone()).collect();
+    let alias_veid = alias.as_ref().and_then(|a| a.veid.clone());
+    let mut asked: Vec<String> = Vec::new();
     let mut unreachable = Vec::new();
+    match try_cache(cfg, opts, host, &ips, alias_veid.as_deref(), &hns).await {
+        CacheTry::Found(l) => return Ok(l),
+        CacheTry::Miss => {}
+        CacheTry::Unreachable(hn, e) => {
+            asked.push(hn.name.clone());
+            unreachable.push(format!("{} ({e})", hn.name));
+            hns.retain(|h| h.name != hn.name);
+        }
+    }
+    let listings = list_all(cfg, opts, &hns).await;
+    asked.extend(listings.iter().map(|l| l.hn.name.clone()));
     let mut found: Vec<Located> = Vec::new();
     for l in listings {
         match l.result {
@@ -236,7 +351,11 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
         }
     }
     match found.len() {
-        1 => Ok(found.remove(0)),
+        1 => {
+            let l = found.remove(0);
+            remember(cfg, &l.hn, &l.ve);
+            Ok(l)
+        }
         0 if !unreachable.is_empty() => Err(LocateError::NotFoundSomeUnreachable {
             host: host.into(),
             asked: asked.join(", "),

@@ -3,24 +3,30 @@
 //! `main` parses the command line, sets up logging and signals, runs one command and exits with
 //! the code that command chose. Exit codes are listed in [`EXIT_CODES`] (and the README).
 
+mod admin;
 mod backup;
 mod backuppc;
+mod cache;
 mod config;
 mod exec;
+mod lease;
 mod locate;
 mod log;
 mod lvm;
 mod openvz;
 mod plan;
 mod quote;
+mod recover;
 mod relay;
+mod restore;
 mod rsync_args;
 mod snapshot;
 mod ssh;
+mod tar_args;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tokio::sync::watch;
 
 /// Usage error, config error, or a remote command / path bpc-ovz refuses (nothing was touched).
@@ -43,7 +49,8 @@ pub const EXIT_TRANSPORT: i32 = 255;
 pub const EXIT_CODES: &str = "Exit codes: 0 success; rsync's own code when rsync fails; 1 refused (usage, config, \
 command or path); 20 aborted by a signal; 70 VE not found or ambiguous; 71 refused before any downtime (VE \
 locked, no slot, no room, not on LVM); 72 an HN step failed (VE restored to its run state); 73 snapshot \
-overflowed (torn backup); 74 cleanup incomplete; 255 SSH transport failure.";
+overflowed (torn backup); 74 cleanup incomplete; 255 SSH transport failure. \
+Admin commands: see `bpc-ovz refresh|check|sweep --help`.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +69,47 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// DumpPreUserCmd: take the dump's snapshot now and hold it, so every share of the dump reads the same moment.
+    ///
+    /// Locates HOST, stops the VE just long enough to snapshot it, restarts it, mounts the snapshot
+    /// and leaves it held on the HN under a lease. Every `bpc-ovz ssh`/`server` transfer of this
+    /// BackupPC dump then reads that snapshot (no further downtime). The lease expires on the HN
+    /// by itself (lease.ttl) if `dump-end` never comes. Use with $Conf{UserCmdCheckStatus} = 1:
+    /// a failure here makes BackupPC abort the dump before any transfer.
+    DumpBegin {
+        /// The BackupPC host ($host)
+        host: String,
+    },
+    /// DumpPostUserCmd: release the dump's snapshot (unmount, remove, unlock); fails if it overflowed.
+    DumpEnd {
+        /// The BackupPC host ($host)
+        host: String,
+    },
+    /// Bare-metal recovery: put a VE's HN-side config from a backup's etc/vzdump/ onto an HN.
+    ///
+    /// Reads VEID.conf (and VEID.start/stop/mount/umount) from DIR — the etc/vzdump directory of a
+    /// backup, e.g. extracted with BackupPC_tarCreate — and writes it to /etc/vz/conf/ on HN under
+    /// the old VEID or --veid NEW (VE_PRIVATE/VE_ROOT paths holding the old VEID are rewritten),
+    /// then creates the empty private area. Refuses if the VEID exists on that HN (vzlist, conf
+    /// file, or a non-empty private area). Then restore the backup into the (stopped) VE with
+    /// BackupPC and start it.
+    RecoverConfig {
+        /// The backup's etc/vzdump directory
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The HN to recover onto (a name or host from `hns:`)
+        #[arg(long, value_name = "HN")]
+        hn: String,
+        /// Recover under this VEID instead of the old one
+        #[arg(long, value_name = "NEW")]
+        veid: Option<String>,
+        /// Which VEID's config to take when DIR holds several
+        #[arg(long, value_name = "OLD")]
+        old_veid: Option<String>,
+        /// Check and print, write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stand in for ssh in BackupPC 4's $Conf{RsyncSshArgs}: `bpc-ovz ssh [-l user] [-p port] [-q -x -n -o ...] HOST COMMAND...`.
     ///
     /// HOST is the VE's name (host name, IP, or an alias from `ves:`); COMMAND must be an rsync server
@@ -81,7 +129,15 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Show what a backup of HOST would do, read-only: the VE found, its storage, and every remote step.
+    ///
+    /// Locates HOST like a backup does, reads the VE's config, storage, lock state and leftovers on
+    /// its HN (nothing is changed, no lock is taken), and prints the very plan the executor would
+    /// run: the facts (HN, VEID, state, VE_PRIVATE, LV, VG free space against snapshot.size,
+    /// filesystem and mount options, locks), warnings, and every HN step with its exact shell and
+    /// its undo, the downtime window marked. RUNID000 and NONCE stand for a real run's random values.
+    #[command(after_long_help = PLAN_HELP)]
     Plan {
+        /// BackupPC host name of the VE (its hostname, a name resolving to one of its IPs, or a `ves:` alias)
         host: String,
         /// VE paths (shares) to back up
         #[arg(long = "path", default_value = "/")]
@@ -92,8 +148,108 @@ enum Cmd {
         /// Also print the exact guard script sent to the HN
         #[arg(long)]
         script: bool,
+        /// Plan a restore instead of a backup (not supported yet)
+        #[arg(long)]
+        restore: bool,
+    },
+    /// Ask every HN which VEs it holds and write the VE → HN cache; with HOST, say where HOST is.
+    ///
+    /// All HNs are asked in parallel (at most concurrency.hn_queries at once, each within
+    /// --timeout). The cache (`cache:` in the config) is replaced atomically; `ssh`/`server`/`plan`
+    /// then ask the cached HN first (still checking with vzlist there) and ask every HN only when
+    /// the VE is not there any more. HNs that do not answer are reported on stderr and keep their
+    /// last known VEs in the cache. Prints one summary line on stdout.
+    #[command(after_long_help = REFRESH_HELP)]
+    Refresh {
+        /// A BackupPC host to look for: refresh then fails unless it is found on exactly one HN
+        host: Option<String>,
+        /// Per-HN time limit, e.g. 10s [default: locate_timeout]
+        #[arg(long, value_name = "DURATION", value_parser = admin::parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// HNs asked at once [default: concurrency.hn_queries]
+        #[arg(long, value_name = "N")]
+        jobs: Option<u32>,
+    },
+    /// Check that HNs are fit for backups: SSH, host key, auth, rsync, lvm2, vzctl, vzlist, VEs on LVs, VG room, leftovers.
+    ///
+    /// Read-only: one connection and one probe script per HN (all configured HNs, or those named).
+    /// Prints a table and one line per problem with what to do; --json for scripts.
+    #[command(after_long_help = CHECK_HELP)]
+    Check {
+        /// HNs to check (name, host or host:port from the config) [default: all]
+        hns: Vec<String>,
+        /// Print the results as JSON
+        #[arg(long)]
+        json: bool,
+        /// Per-HN time limit, e.g. 10s [default: locate_timeout]
+        #[arg(long, value_name = "DURATION", value_parser = admin::parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// HNs checked at once [default: concurrency.hn_queries]
+        #[arg(long, value_name = "N")]
+        jobs: Option<u32>,
+    },
+    /// Remove snapshots, mounts and state files that dead bpc-ovz runs left on HNs.
+    ///
+    /// Only bpc-ovz's own things are candidates: snapshot LVs named bpcovz-VEID-RUNID, mount points
+    /// /run/bpc-ovz/mnt/bpcovz-VEID-RUNID and state files /run/bpc-ovz/state.bpcovz-VEID-RUNID.
+    /// One is removed only if its owner is gone: sweep takes the VE's lock
+    /// /run/bpc-ovz/ve.VEID.lock (held by every running backup of that VE) and holds it while it
+    /// removes; a held lock means a backup is running and its things are left alone.
+    #[command(after_long_help = SWEEP_HELP)]
+    Sweep {
+        /// HNs to sweep (name, host or host:port from the config) [default: all]
+        hns: Vec<String>,
+        /// Only show what would be removed (takes no lock, changes nothing)
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Per-HN time limit, e.g. 5m [default: 10m]
+        #[arg(long, value_name = "DURATION", value_parser = admin::parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// HNs swept at once [default: concurrency.hn_queries]
+        #[arg(long, value_name = "N")]
+        jobs: Option<u32>,
+    },
+    /// Generate the man pages or shell completions from this command line definition.
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: admin::generate::What,
     },
 }
+
+const PLAN_HELP: &str = "Examples:
+  bpc-ovz plan ve101.example.com             what a backup of / would do
+  bpc-ovz plan ve101.example.com --script    ... and the exact guard script sent to the HN
+  bpc-ovz plan 10.0.0.101 --path /etc --json  as JSON (plan, facts, hn_state, remote_commands)
+
+Exit codes: 0 the plan was printed (read its WARNINGs); 1 usage or config; 70 VE not found or on
+more than one HN; 71 the VE's storage cannot be snapshotted (not on LVM); 255 SSH failure.";
+
+const REFRESH_HELP: &str = "Examples:
+  bpc-ovz refresh                         from cron, e.g. every 15 minutes
+  $Conf{DumpPreUserCmd} = '/usr/bin/bpc-ovz refresh $host';
+  $Conf{UserCmdCheckStatus} = 1;          the backup fails early if the VE is nowhere
+
+Exit codes (for $Conf{UserCmdCheckStatus}):
+  0    cache written; HOST (if given) found on exactly one HN. HNs that did not answer are
+       reported but not fatal
+  1    usage or config error, or the cache cannot be written
+  70   HOST is on none of the HNs that may hold it (all of them answered), or on more than one
+  255  HOST not found and an HN that may hold it did not answer; or no HN answered at all";
+
+const CHECK_HELP: &str = "Examples:
+  bpc-ovz check                  every configured HN, as a table
+  bpc-ovz check hn1 hn2 --json   two HNs, for a monitoring script
+
+Exit codes: 0 every check passed (warnings allowed); 75 a check failed on at least one HN;
+1 usage or config error.";
+
+const SWEEP_HELP: &str = "Examples:
+  bpc-ovz sweep --dry-run        what would be removed, on every HN
+  bpc-ovz sweep hn3              remove what dead runs left on hn3
+
+Exit codes: 0 nothing failed (things in use are left alone, that is not a failure); 74 something
+could not be removed; 255 an HN could not be reached; 1 usage or config error.";
 
 /// A random hex string (nonces, run ids).
 pub fn nonce() -> String {
@@ -189,12 +345,63 @@ async fn run(cli: Cli) -> i32 {
             };
             backup::run(&cfg, req, signals()).await
         }
+        Cmd::DumpBegin { host } => {
+            user_cmd(cli.config.as_deref(), |cfg| {
+                Box::pin(async move { lease::dump_begin(&cfg, &host).await })
+            })
+            .await
+        }
+        Cmd::DumpEnd { host } => {
+            user_cmd(cli.config.as_deref(), |cfg| {
+                Box::pin(async move { lease::dump_end(&cfg, &host).await })
+            })
+            .await
+        }
+        Cmd::RecoverConfig {
+            from,
+            hn,
+            veid,
+            old_veid,
+            dry_run,
+        } => {
+            let cfg = match config::Config::load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("bpc-ovz: {e}");
+                    return EXIT_REFUSED;
+                }
+            };
+            log::init(&cfg.log, true);
+            match recover::run(
+                &cfg,
+                &from,
+                &hn,
+                old_veid.as_deref(),
+                veid.as_deref(),
+                dry_run,
+            )
+            .await
+            {
+                Ok(()) => 0,
+                Err((code, msg)) => {
+                    tracing::error!("{msg}");
+                    code
+                }
+            }
+        }
         Cmd::Plan {
             host,
             paths,
             json,
             script,
+            restore,
         } => {
+            if restore {
+                eprintln!(
+                    "bpc-ovz plan --restore: restore plans are not supported yet (this bpc-ovz only backs up)"
+                );
+                return EXIT_REFUSED;
+            }
             let cfg = match config::Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -210,6 +417,106 @@ async fn run(cli: Cli) -> i32 {
                     f.code
                 }
             }
+        }
+        Cmd::Refresh {
+            host,
+            timeout,
+            jobs,
+        } => match admin_config(cli.config.as_deref()) {
+            Ok(cfg) => {
+                admin::refresh::run(
+                    &cfg,
+                    admin::refresh::Args {
+                        host,
+                        jobs,
+                        timeout,
+                    },
+                )
+                .await
+            }
+            Err(code) => code,
+        },
+        Cmd::Check {
+            hns,
+            json,
+            timeout,
+            jobs,
+        } => match admin_config(cli.config.as_deref()) {
+            Ok(cfg) => {
+                admin::check::run(
+                    &cfg,
+                    admin::check::Args {
+                        hns,
+                        json,
+                        jobs,
+                        timeout,
+                    },
+                )
+                .await
+            }
+            Err(code) => code,
+        },
+        Cmd::Sweep {
+            hns,
+            dry_run,
+            timeout,
+            jobs,
+        } => match admin_config(cli.config.as_deref()) {
+            Ok(cfg) => {
+                admin::sweep::run(
+                    &cfg,
+                    admin::sweep::Args {
+                        hns,
+                        dry_run,
+                        jobs,
+                        timeout,
+                    },
+                )
+                .await
+            }
+            Err(code) => code,
+        },
+        Cmd::Generate { what } => admin::generate::run(Cli::command(), what),
+    }
+}
+
+/// Config for the admin commands: they print for people (stdout/stderr) and log to the
+/// configured file or syslog, not to stderr.
+fn admin_config(path: Option<&std::path::Path>) -> Result<config::Config, i32> {
+    match config::Config::load(path) {
+        Ok(c) => {
+            log::init(&c.log, false);
+            Ok(c)
+        }
+        Err(e) => {
+            eprintln!("bpc-ovz: {e}");
+            Err(EXIT_REFUSED)
+        }
+    }
+}
+
+type UserFut =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), backup::Fail>> + Send>>;
+
+/// A BackupPC user command (DumpPreUserCmd, ...): its output lands in the XferLOG, its exit code
+/// is checked with $Conf{UserCmdCheckStatus} = 1.
+async fn user_cmd(
+    config: Option<&std::path::Path>,
+    f: impl FnOnce(config::Config) -> UserFut,
+) -> i32 {
+    let cfg = match config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bpc-ovz: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    log::init(&cfg.log, true);
+    match f(cfg).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{}", e.msg);
+            e.code
         }
     }
 }

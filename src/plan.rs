@@ -128,6 +128,17 @@ impl Plan {
 /// starting with the marker `@@<nonce>`: `hello PID`, `begin N`, `rc N CODE`, `data KEY VALUE...`,
 /// `undo N`, `undone N CODE`, `unwound`, `bye`. Anything else is step output.
 pub fn guard_script(plan: &Plan, nonce: &str) -> String {
+    let mut s = guard_prelude(plan, nonce);
+    s.push_str("trap 'unwind; say bye; exit 0' TERM\n");
+    s.push_str("say \"hello $$\"\n");
+    s.push_str("while read -r cmd arg; do\n  case \"$cmd\" in\n  run) run_step \"$arg\" ;;\n  unwind) unwind; say unwound ;;\n  quit) break ;;\n  esac\ndone\nunwind\nsay bye\n");
+    s
+}
+
+/// Everything of the guard but its driver: helpers, the step and undo functions, `run_step N`
+/// (runs one step, registers its undo, reports `rc N CODE` and leaves the code in `$RC`) and
+/// `unwind`.
+pub fn guard_prelude(plan: &Plan, nonce: &str) -> String {
     let mut s = String::new();
     s.push_str("set -u\n");
     // SIGPIPE/SIGHUP must not kill the guard (or its children, which inherit SIG_IGN) when the
@@ -138,7 +149,7 @@ pub fn guard_script(plan: &Plan, nonce: &str) -> String {
     s.push_str("say() { printf '\\n%s %s\\n' \"$N\" \"$*\"; }\n");
     s.push_str("now_ms() { date +%s%3N; }\n");
     s.push_str("orphaned() { ! kill -0 \"$PPID\" 2>/dev/null; }\n");
-    s.push_str("UNDO=\n");
+    s.push_str("UNDO=\nRC=0\n");
     if !plan.library.is_empty() {
         s.push_str(&plan.library);
         s.push('\n');
@@ -164,9 +175,7 @@ pub fn guard_script(plan: &Plan, nonce: &str) -> String {
     }
     s.push_str("  esac\n}\n");
     s.push_str("unwind() {\n  for i in $UNDO; do\n    say \"undo $i\"\n    undo_one \"$i\"\n    say \"undone $i $?\"\n  done\n  UNDO=\n}\n");
-    s.push_str("trap 'unwind; say bye; exit 0' TERM\n");
-    s.push_str("say \"hello $$\"\n");
-    s.push_str("while read -r cmd arg; do\n  case \"$cmd\" in\n  run)\n    case \"$arg\" in\n");
+    s.push_str("run_step() {\n  case \"$1\" in\n");
     for st in &plan.steps {
         if !matches!(st.action, Action::Hn { .. }) {
             continue;
@@ -183,11 +192,11 @@ pub fn guard_script(plan: &Plan, nonce: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "    {id}) say \"begin {id}\"; {push}{call} </dev/null 2>&1; say \"rc {id} $?\" ;;",
+            "  {id}) say \"begin {id}\"; {push}{call} </dev/null 2>&1; RC=$? ;;",
             id = st.id
         );
     }
-    s.push_str("    *) say \"rc $arg 127\" ;;\n    esac ;;\n  unwind) unwind; say unwound ;;\n  quit) break ;;\n  esac\ndone\nunwind\nsay bye\n");
+    s.push_str("  *) RC=127 ;;\n  esac\n  say \"rc $1 $RC\"\n}\n");
     s
 }
 
@@ -261,6 +270,6 @@ mod tests {
             .unwrap();
         assert!(st.success(), "{g}");
         assert!(g.contains("( s2 ) 7>&- 8>&- </dev/null 2>&1"));
-        assert!(g.contains("s1 </dev/null 2>&1"));
+        assert!(g.contains("say \"begin 1\"; UNDO=\"1 $UNDO\"; s1 </dev/null 2>&1"));
     }
 }

@@ -29,6 +29,14 @@ pub fn sh(script: &str) -> Output {
     run(Command::new("sh").arg("-c").arg(script))
 }
 
+/// Lists what bpc-ovz may leave on an HN (one line each; nothing when clean): snapshot LVs,
+/// snapshot mounts and mount points, held bpc-ovz locks, vzctl locks.
+pub const LEFTOVERS_SH: &str = "lvs --noheadings -o lv_name 2>/dev/null | grep bpcovz- | sed 's/^/lv: /'; \
+     grep bpc-ovz /proc/mounts | sed 's/^/mount: /'; \
+     for d in /run/bpc-ovz/mnt/*; do [ -e \"$d\" ] && echo \"dir: $d\"; done; \
+     for l in /run/bpc-ovz/ve.*.lock /run/bpc-ovz/slot.*; do [ -e \"$l\" ] && { flock -n \"$l\" true || echo \"held: $l\"; }; done; \
+     for l in /var/lib/vz/lock/*.lck; do [ -e \"$l\" ] && echo \"vzlock: $l $(cat $l)\"; done; true";
+
 pub struct Hn {
     pub name: String,
     pub dir: PathBuf,
@@ -81,13 +89,7 @@ impl Hn {
     }
     /// Snapshot LVs, snapshot mounts and held locks that bpc-ovz left behind (should be empty).
     pub fn leftovers(&self) -> Vec<String> {
-        let out = self.exec_ok(
-            "lvs --noheadings -o lv_name 2>/dev/null | grep bpcovz- | sed 's/^/lv: /'; \
-             grep bpc-ovz /proc/mounts | sed 's/^/mount: /'; \
-             for d in /run/bpc-ovz/mnt/*; do [ -e \"$d\" ] && echo \"dir: $d\"; done; \
-             for l in /run/bpc-ovz/ve.*.lock /run/bpc-ovz/slot.*; do [ -e \"$l\" ] && { flock -n \"$l\" true || echo \"held: $l\"; }; done; \
-             for l in /var/lib/vz/lock/*.lck; do [ -e \"$l\" ] && echo \"vzlock: $l $(cat $l)\"; done; true",
-        );
+        let out = self.exec_ok(LEFTOVERS_SH);
         out.lines()
             .map(String::from)
             .filter(|l| !l.trim().is_empty())
@@ -109,6 +111,87 @@ impl Hn {
             "mkdir -p /etc/vzsim/faults && printf '%s' '{}' > /etc/vzsim/faults/{name}",
             count.map(|c| c.to_string()).unwrap_or_default()
         ));
+    }
+}
+
+/// A hardware node a scenario runs against: a simulated HN ([`Hn`]) or a VM hardware node with
+/// real LVM (tests/vm.rs), so one choreography can run on both and their results be compared.
+pub trait Node {
+    fn name(&self) -> &str;
+    fn vg(&self) -> &str;
+    /// Runs a shell command on the node as root, outside bpc-ovz (not in its exec log).
+    fn exec(&self, script: &str) -> Output;
+    fn exec_ok(&self, script: &str) -> String {
+        let o = self.exec(script);
+        assert!(
+            o.status.success(),
+            "{}: `{script}` failed: {}{}",
+            self.name(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    /// Adds a VE with tests/simhn/ve-create's content, started if `running`.
+    fn create_ve(&self, veid: u32, hostname: &str, ip: &str, running: bool);
+    fn ve_running(&self, veid: u32) -> bool {
+        self.exec_ok(&format!("vzctl status {veid}"))
+            .contains(" running")
+    }
+    /// What bpc-ovz left behind (see [`LEFTOVERS_SH`]); empty when clean.
+    fn leftovers(&self) -> Vec<String> {
+        self.exec_ok(LEFTOVERS_SH)
+            .lines()
+            .map(String::from)
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+    fn ve_log(&self, veid: u32) -> String {
+        self.exec_ok(&format!(
+            "cat /var/log/vzsim/ve-{veid}.log 2>/dev/null; true"
+        ))
+    }
+    /// The stand-ins' command log (`vzctl ...` lines; on a simulated HN the lvm ones too).
+    fn commands_log(&self) -> String {
+        self.exec_ok("cat /var/log/vzsim/commands.log 2>/dev/null; true")
+    }
+    /// Every command line the node's sshd ran for a client (bpc-ovz).
+    fn exec_log(&self) -> String {
+        self.exec_ok("cat /var/log/vzsim/exec.log 2>/dev/null; true")
+    }
+    /// A directory of the node as a host path (a VM copies it into `scratch` first).
+    fn tree(&self, path: &str, scratch: &Path) -> PathBuf;
+    /// Leaves exactly `free` bytes (a multiple of 4 MiB) free in the VG; `None` undoes it.
+    fn set_vg_free(&self, free: Option<u64>);
+}
+
+impl Node for Hn {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn vg(&self) -> &str {
+        &self.vg
+    }
+    fn exec(&self, script: &str) -> Output {
+        Hn::exec(self, script)
+    }
+    fn create_ve(&self, veid: u32, hostname: &str, ip: &str, running: bool) {
+        Hn::create_ve(self, veid, hostname, ip, running)
+    }
+    fn exec_log(&self) -> String {
+        Hn::exec_log(self)
+    }
+    fn tree(&self, path: &str, _scratch: &Path) -> PathBuf {
+        self.path(path)
+    }
+    fn set_vg_free(&self, free: Option<u64>) {
+        match free {
+            // The simulated VG holds the 512 MiB origin `vz` (and any snapshots).
+            Some(f) => self.exec_ok(&format!(
+                "echo $(( {f} + $(lvs --noheadings --units b --nosuffix -o lv_size | awk '{{s += $1}} END {{print s}}') )) > /etc/vzsim/vg_size"
+            )),
+            None => self.exec_ok("rm -f /etc/vzsim/vg_size"),
+        };
     }
 }
 
@@ -221,8 +304,15 @@ impl Bed {
             snapshot_size,
             self.log.display()
         ));
+        // The VE cache of this bed (never the machine's /var/lib/bpc-ovz one).
+        y.push_str(&format!("cache: {}\n", self.cache_path().display()));
         y.push_str(extra);
         std::fs::write(&self.config, y).expect("config");
+    }
+
+    /// The `cache:` file of this bed's config (written by `bpc-ovz refresh`).
+    pub fn cache_path(&self) -> PathBuf {
+        self.dir.path().join("ve-cache.json")
     }
 
     pub fn hn(&self, name: &str) -> &Hn {
@@ -265,6 +355,15 @@ impl Bed {
     /// Perl, escaping `$argList+` exactly as BackupPC's cmdVarSubstitute does.
     pub fn rsync_bpc3(&self, host: &str, share: &str, dest: &Path, restore: bool) -> Output {
         std::fs::create_dir_all(dest).expect("dest");
+        self.rsync_bpc3_args(
+            host,
+            &[&format!("{host}:{share}"), &format!("{}/", dest.display())],
+            restore,
+        )
+    }
+
+    /// BackupPC 3 style with explicit source/destination arguments (a push is a restore).
+    pub fn rsync_bpc3_args(&self, host: &str, src_dst: &[&str], restore: bool) -> Output {
         let wrapper = self.path("bpc3-wrapper.pl");
         let script = format!(
             r#"#!/usr/bin/perl
@@ -325,10 +424,8 @@ exit($? >> 8);
             "--protocol=28",
             "--no-protect-args",
         ]);
-        c.arg("-e")
-            .arg(&wrapper)
-            .arg(format!("{host}:{share}"))
-            .arg(format!("{}/", dest.display()));
+        let _ = host;
+        c.arg("-e").arg(&wrapper).args(src_dst);
         run(&mut c)
     }
 
