@@ -19,7 +19,7 @@ use crate::plan::{Action, Phase, Plan, Step, guard_command};
 use crate::quote::{RemoteCmd, quote};
 use crate::relay::{StderrSink, relay};
 use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
-use crate::snapshot::{HN_STATE_DIR, LvmThick, Quiesce, SNAP_PREFIX, SnapshotBackend, StopStart};
+use crate::snapshot::{HN_STATE_DIR, LvmThick, ModeChain, Quiesce, SNAP_PREFIX, SnapshotBackend};
 use crate::ssh::{ExitOutcome, RemoteProc, Session};
 use crate::{
     EXIT_CLEANUP, EXIT_HN_STEP, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_SIGNAL,
@@ -437,9 +437,10 @@ pub fn snapshot_part(
         mount_point: mount_point.clone(),
         veid: veid.clone(),
     };
-    let mode = StopStart {
+    let mode = ModeChain {
         veid: veid.clone(),
         state_file: format!("{HN_STATE_DIR}/state.{snap_name}"),
+        modes: cfg.modes_for(facts.listed.hostname.as_deref(), veid.as_str()),
     };
 
     // The VE's private area inside the mounted snapshot.
@@ -500,8 +501,8 @@ pub fn snapshot_part(
             name: "downtime".into(),
             phase: Phase::Downtime,
             summary: format!(
-                "{} VE {veid} if it runs, create snapshot {}/{snap_name}, start it again at once (one script: no round trip while the VE is down)",
-                mode.name(),
+                "quiesce VE {veid} if it runs ({}), create snapshot {}/{snap_name}, bring it back at once (one script: no round trip while the VE is down)",
+                mode.describe(),
                 vg.name
             ),
             action: Action::Hn {
@@ -600,7 +601,7 @@ pub fn snapshot_part(
             "VG free".into(),
             format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
         ),
-        ("mode".into(), mode.name().into()),
+        ("mode".into(), mode.describe()),
     ];
     facts_out.extend(backend.describe());
     Ok(SnapshotPart {
@@ -1030,7 +1031,22 @@ fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
 fn summarize(ctx: &RunCtx<'_>, plan: &Plan, out: &Outcome) -> i32 {
     let (veid, restore, running) = (ctx.veid, ctx.restore, ctx.running);
     let what = if restore { "restore" } else { "backup" };
-    if let Some(d) = out.datum("downtime_ms") {
+    if out.datum("mode") == Some("live") {
+        tracing::info!(
+            "{}: live mode: VE {veid} kept running; the snapshot is crash-consistent",
+            ctx.hn
+        );
+    }
+    if out.datum("resume_failed").is_some() {
+        tracing::warn!(
+            "{}: resuming VE {veid} failed: it was stopped and started instead",
+            ctx.hn
+        );
+    }
+    if let Some(d) = out
+        .datum("downtime_ms")
+        .filter(|_| out.datum("mode") != Some("live"))
+    {
         let parts = out
             .datum("downtime_parts")
             .map(|p| format!(" ({p})"))

@@ -75,6 +75,8 @@ struct RawSsh {
 struct RawSnapshot {
     #[serde(default)]
     size: Option<String>,
+    #[serde(default)]
+    modes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -140,6 +142,8 @@ struct RawVe {
     veid: Option<String>,
     #[serde(default)]
     hn: Option<String>,
+    #[serde(default)]
+    modes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -183,6 +187,8 @@ pub struct LogConfig {
 pub struct VeAlias {
     pub veid: Option<String>,
     pub hn: Option<String>,
+    /// Quiesce modes for this VE (overrides `snapshot.modes`).
+    pub modes: Option<Vec<crate::snapshot::Mode>>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +198,8 @@ pub struct Config {
     pub ssh: SshConfig,
     /// Snapshot COW size in bytes.
     pub snapshot_size: u64,
+    /// Quiesce modes, in fallback order (`snapshot.modes`, default `[stop]`).
+    pub modes: Vec<crate::snapshot::Mode>,
     pub per_hn: u32,
     pub queue_timeout: Duration,
     pub locate_timeout: Duration,
@@ -351,6 +359,16 @@ impl Config {
                 "must be at least 4M (one LVM extent)".into(),
             ));
         }
+        let parse_modes = |key: &str, v: &[String]| -> Result<Vec<crate::snapshot::Mode>, ConfigError> {
+            if v.is_empty() {
+                return Err(invalid(key, "empty list: name at least one of stop, suspend, live".into()));
+            }
+            v.iter().map(|m| crate::snapshot::Mode::parse(m).map_err(|e| invalid(key, e))).collect()
+        };
+        let modes = match raw.snapshot.as_ref().and_then(|s| s.modes.clone()) {
+            None => vec![crate::snapshot::Mode::Stop],
+            Some(v) => parse_modes("snapshot.modes", &v)?,
+        };
         let conc = raw.concurrency.clone().unwrap_or_default();
         let per_hn = conc.per_hn.unwrap_or(2);
         if per_hn == 0 || per_hn > 64 {
@@ -436,19 +454,18 @@ impl Config {
                     format!("{hn:?} is not one of the configured hns"),
                 ));
             }
-            ves.insert(
-                name.to_lowercase(),
-                VeAlias {
-                    veid: v.veid.clone(),
-                    hn: v.hn.clone(),
-                },
-            );
+            let ve_modes = match &v.modes {
+                None => None,
+                Some(m) => Some(parse_modes(&format!("ves.{name}.modes"), m)?),
+            };
+            ves.insert(name.to_lowercase(), VeAlias { veid: v.veid.clone(), hn: v.hn.clone(), modes: ve_modes });
         }
         Ok(Config {
             source: file.to_string(),
             hns,
             ssh,
             snapshot_size,
+            modes,
             per_hn,
             queue_timeout,
             locate_timeout,
@@ -459,6 +476,14 @@ impl Config {
             log,
             ves,
         })
+    }
+
+    /// The quiesce modes for a VE: a `ves:` entry naming it (by host name or VEID), else
+    /// `snapshot.modes`.
+    pub fn modes_for(&self, hostname: Option<&str>, veid: &str) -> Vec<crate::snapshot::Mode> {
+        let by_name = hostname.and_then(|h| self.ves.get(&h.to_ascii_lowercase()));
+        let by_id = self.ves.values().find(|a| a.veid.as_deref() == Some(veid));
+        by_name.or(by_id).and_then(|a| a.modes.clone()).unwrap_or_else(|| self.modes.clone())
     }
 
     /// Fail unless at least one HN is configured (commands that talk to HNs call this).

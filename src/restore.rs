@@ -16,7 +16,7 @@ use crate::backup::{Fail, Job, Transfer, VeFacts, lock_step, preflight_step};
 use crate::config::Config;
 use crate::plan::{Action, Phase, Plan, Step};
 use crate::quote::{RemoteCmd, quote};
-use crate::snapshot::{Quiesce, StopStart};
+use crate::snapshot::{ModeChain, Quiesce};
 use crate::{EXIT_REFUSED, rsync_args};
 
 /// Name of the directory (in the VE tree's root) that carries the HN's rsync during a restore.
@@ -110,10 +110,7 @@ pub fn build_plan(
         (facts.private.clone(), "its private area (it is stopped)")
     };
     let tool = tool_dir_name(run_id);
-    let mode = StopStart {
-        veid: veid.clone(),
-        state_file: String::new(),
-    };
+    let mode = ModeChain::stop_only(veid, String::new());
     let state_check = format!(
         "if ve_running; then now=1; else now=0; fi\nif [ $now != {} ]; then echo \"VE {veid} changed its run state since it was probed: restore refused\"; return 22; fi",
         if facts.running { 1 } else { 0 }

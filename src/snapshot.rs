@@ -37,7 +37,6 @@ pub trait SnapshotBackend {
 }
 
 pub trait Quiesce {
-    fn name(&self) -> &'static str;
     /// Shell functions the other fragments call (defined once in the guard).
     fn library(&self) -> String;
     /// Record the VE's run state in `$STATE`, then quiesce it if it runs. Returns non-zero (after
@@ -202,18 +201,68 @@ impl SnapshotBackend for LvmThick {
     }
 }
 
-/// Stop mode: `vzctl stop` → snapshot → `vzctl start`, only if the VE was running.
-pub struct StopStart {
-    pub veid: VeId,
-    /// File that records whether the VE was running (`1`) or not (`0`).
-    pub state_file: String,
+/// How a running VE is quiesced around the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `vzctl stop` → snapshot → `vzctl start` (consistent; seconds of downtime).
+    Stop,
+    /// `vzctl chkpnt --suspend` → snapshot → `vzctl chkpnt --resume` (memory kept; usually well
+    /// under a second). A failed resume falls back to a (fast) stop and a start, loudly.
+    Suspend,
+    /// Snapshot without stopping (crash-consistent; no downtime).
+    Live,
 }
 
-impl Quiesce for StopStart {
-    fn name(&self) -> &'static str {
-        "stop"
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s {
+            "stop" => Ok(Mode::Stop),
+            "suspend" => Ok(Mode::Suspend),
+            "live" | "snapshot" => Ok(Mode::Live),
+            o => Err(format!("{o:?}: modes are stop, suspend and live")),
+        }
     }
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Stop => "stop",
+            Mode::Suspend => "suspend",
+            Mode::Live => "live",
+        }
+    }
+}
 
+/// The quiesce modes of one VE, in order: the first that works before the snapshot exists is
+/// used (e.g. suspend, then stop). All of it runs inside the one downtime script.
+pub struct ModeChain {
+    pub veid: VeId,
+    /// File that records `RUNNING MODE` (`1 stop`, `0 none`, ...) for the undo.
+    pub state_file: String,
+    pub modes: Vec<Mode>,
+}
+
+impl ModeChain {
+    pub fn stop_only(veid: &VeId, state_file: String) -> ModeChain {
+        ModeChain {
+            veid: veid.clone(),
+            state_file,
+            modes: vec![Mode::Stop],
+        }
+    }
+    pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
+        if names.len() == 1 {
+            names[0].to_string()
+        } else {
+            format!(
+                "{} (in this order: the first that works)",
+                names.join(", then ")
+            )
+        }
+    }
+}
+
+impl Quiesce for ModeChain {
     fn library(&self) -> String {
         format!(
             "ve_running() {{ case \"$(vzctl status {id} 2>&1)\" in *' running'*) return 0 ;; esac; return 1; }}\n\
@@ -225,23 +274,42 @@ impl Quiesce for StopStart {
              \x20   n=$((n+1)); [ $n -ge 3 ] && {{ echo \"vzctl start {id} failed $n times (exit $rc)\"; return $rc; }}\n\
              \x20   echo \"vzctl start {id} failed (exit $rc); retrying\"; sleep 2\n\
              \x20 done\n\
-             }}",
+             }}\n\
+             q_stop_before() {{ vzctl --skiplock stop {id}; }}\n\
+             q_stop_after() {{ ve_start; }}\n\
+             q_suspend_before() {{ vzctl --skiplock chkpnt {id} --suspend; }}\n\
+             q_suspend_after() {{\n\
+             \x20 vzctl --skiplock chkpnt {id} --resume && return 0\n\
+             \x20 echo \"WARNING: resume of VE {idt} failed: stopping and starting it instead\"; say \"data resume_failed 1\"\n\
+             \x20 vzctl --skiplock stop {id} --fast; ve_start\n\
+             }}\n\
+             q_live_before() {{ return 0; }}\n\
+             q_live_after() {{ return 0; }}",
             id = quote(self.veid.as_str()),
+            idt = self.veid,
         )
     }
 
     fn before(&self) -> String {
+        let modes: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
         format!(
             "if ve_running; then running=1; else running=0; fi\n\
-             echo $running > {sf}\n\
+             mode=none\n\
+             echo \"$running $mode\" > {sf}\n\
              t0=$(now_ms)\n\
              if [ $running = 1 ]; then\n\
-             \x20 vzctl --skiplock stop {id}; rc=$?\n\
-             \x20 if [ $rc -ne 0 ]; then echo \"vzctl stop {idt} failed (exit $rc)\"; ve_running || ve_start; return 40; fi\n\
+             \x20 for m in {modes}; do\n\
+             \x20   if q_${{m}}_before; then mode=$m; break; fi\n\
+             \x20   echo \"mode $m failed before the snapshot (exit $?)\"\n\
+             \x20   ve_running || ve_start\n\
+             \x20 done\n\
+             \x20 if [ $mode = none ]; then echo \"no mode ({modes}) could quiesce VE {idt}\"; ve_running || ve_start; return 40; fi\n\
              fi\n\
+             echo \"$running $mode\" > {sf}\n\
+             say \"data mode $mode\"\n\
              t1=$(now_ms)",
             sf = quote(&self.state_file),
-            id = quote(self.veid.as_str()),
+            modes = modes.join(" "),
             idt = self.veid,
         )
     }
@@ -249,20 +317,20 @@ impl Quiesce for StopStart {
     fn after(&self) -> String {
         "t2=$(now_ms)\n\
          src=0\n\
-         if [ $running = 1 ]; then ve_start; src=$?; fi\n\
+         if [ $mode != none ]; then q_${mode}_after; src=$?; fi\n\
          t3=$(now_ms)\n\
-         if [ $running = 1 ]; then\n\
-         \x20 say \"data downtime_ms $((t3-t0))\"\n\
-         \x20 say \"data downtime_parts stop=$((t1-t0))ms snapshot=$((t2-t1))ms start=$((t3-t2))ms\"\n\
-         else\n\
-         \x20 say \"data downtime_ms 0\"\n\
-         fi"
-        .to_string()
+         case $mode in\n\
+         \x20 none|live) say \"data downtime_ms 0\" ;;\n\
+         \x20 *) say \"data downtime_ms $((t3-t0))\"\n\
+         \x20    say \"data downtime_parts $mode=$((t1-t0))ms snapshot=$((t2-t1))ms resume=$((t3-t2))ms\" ;;\n\
+         esac"
+            .to_string()
     }
 
     fn ensure(&self) -> String {
         format!(
-            "if [ \"$(cat {sf} 2>/dev/null)\" = 1 ] && ! ve_running; then echo \"VE {idt} is down: starting it\"; ve_start || return 1; fi\n\
+            "set -- $(cat {sf} 2>/dev/null)\n\
+             if [ \"${{1:-0}}\" = 1 ] && ! ve_running; then echo \"VE {idt} is down: starting it\"; ve_start || return 1; fi\n\
              rm -f {sf}",
             sf = quote(&self.state_file),
             idt = self.veid,
@@ -289,9 +357,10 @@ mod tests {
     #[test]
     fn fragments_are_valid_sh() {
         let t = thick("xfs");
-        let q = StopStart {
+        let q = ModeChain {
             veid: VeId::parse("101").unwrap(),
             state_file: "/run/bpc-ovz/state.x".into(),
+            modes: vec![Mode::Suspend, Mode::Stop, Mode::Live],
         };
         for frag in [
             t.check_room(),
