@@ -17,6 +17,9 @@ have flock      || need_pkgs+=(util-linux)
 have perl       || need_pkgs+=(perl)
 have gcc        || need_pkgs+=(gcc)
 have cc         || need_pkgs+=(gcc)
+# A real BackupPC 4 for tests/backuppc4.rs (Debian's 4.4 and its rsync_bpc). Its postinst would start
+# backuppc, apache2 and exim4: the policy-rc.d below denies that. The tests run a relocated copy.
+[ -d /usr/share/backuppc/lib ] && [ -x /usr/libexec/backuppc-rsync/rsync_bpc ] || need_pkgs+=(backuppc backuppc-rsync)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "install-deps: need root to install: ${need_pkgs[*]}" >&2; exit 1; fi
   # Never start services while installing (openssh-server's postinst would start sshd).
