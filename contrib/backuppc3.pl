@@ -3,6 +3,6 @@
 # log file or syslog named in /etc/bpc-ovz/config.yaml.
 $Conf{XferMethod}     = 'rsync';
 $Conf{RsyncClientCmd} = '/usr/bin/bpc-ovz server $host $sshPath -q -x -l root $host $rsyncPath $argList+';
-# Restores through bpc-ovz are not available yet (bpc-ovz refuses them with a clear message):
-# $Conf{RsyncClientRestoreCmd} = '/usr/bin/bpc-ovz server restore $host $sshPath -q -x -l root $host $rsyncPath $argList+';
+# Restores go into the VE (its live root when it runs, its private area when stopped), confined to it.
+$Conf{RsyncClientRestoreCmd} = '/usr/bin/bpc-ovz server restore $host $sshPath -q -x -l root $host $rsyncPath $argList+';
 $Conf{PingCmd}        = '';
