@@ -19,7 +19,9 @@ use crate::plan::{Action, Phase, Plan, Step, guard_command};
 use crate::quote::{RemoteCmd, quote};
 use crate::relay::{StderrSink, relay};
 use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
-use crate::snapshot::{HN_STATE_DIR, LvmThick, ModeChain, Quiesce, SNAP_PREFIX, SnapshotBackend};
+use crate::snapshot::{
+    HN_STATE_DIR, LvmThick, ModeChain, Ploop, Quiesce, SNAP_PREFIX, SnapshotBackend,
+};
 use crate::ssh::{ExitOutcome, RemoteProc, Session};
 use crate::{
     EXIT_CLEANUP, EXIT_HN_STEP, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_SIGNAL,
@@ -79,6 +81,8 @@ pub struct VeFacts {
     pub lv: Option<Lv>,
     pub vg: Option<Vg>,
     pub warnings: Vec<String>,
+    /// `ploop` (VE_LAYOUT=ploop or a root.hdd in the private area) or `simfs`.
+    pub layout: String,
 }
 
 /// Split marker-delimited sections (`M sec NAME` lines) of a probe's output.
@@ -169,7 +173,7 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
 
     let script = format!(
         "echo {mq} sec private; readlink -f -- {p} 2>&1; echo {mq} sec mountinfo; cat /proc/self/mountinfo; \
-         echo {mq} sec lvs; {lvs} 2>&1; echo {mq} sec vgs; {vgs} 2>&1; echo {mq} sec scripts; \
+         echo {mq} sec lvs; {lvs} 2>&1; echo {mq} sec vgs; {vgs} 2>&1; echo {mq} sec layout; [ -f {p}/root.hdd/DiskDescriptor.xml ] && echo ploop; echo {mq} sec scripts; \
          for x in start stop mount umount; do [ -f /etc/vz/conf/{id}.$x ] && echo $x; done; echo {mq} sec end",
         p = quote(&private),
         lvs = RemoteCmd::new("lvs").args(&lvm::lvs_args()[1..]),
@@ -200,6 +204,20 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         )
     })?;
     let lv = lvm::lv_for_mount(&lvs, &mount).cloned();
+    let layout = if own
+        .get("VE_LAYOUT")
+        .or_else(|| global.get("VE_LAYOUT"))
+        .map(String::as_str)
+        == Some("ploop")
+        || sec
+            .get("layout")
+            .map(|s| s.trim() == "ploop")
+            .unwrap_or(false)
+    {
+        "ploop".to_string()
+    } else {
+        "simfs".to_string()
+    };
     let vg = lv
         .as_ref()
         .and_then(|lv| vgs.iter().find(|v| v.name == lv.vg).cloned());
@@ -229,6 +247,7 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         lv,
         vg,
         warnings,
+        layout,
     })
 }
 
@@ -401,73 +420,119 @@ pub fn snapshot_part(
     add_config: bool,
 ) -> Result<SnapshotPart, Fail> {
     let veid = &facts.veid;
-    let (lv, vg) = match (&facts.lv, &facts.vg) {
-        (Some(lv), Some(vg)) if !(lv.attr.starts_with('s') || lv.attr.starts_with('S')) => (lv, vg),
-        (Some(_), _) => {
-            return Err(Fail::new(
-                EXIT_PRECONDITION,
-                format!(
-                    "{}: VE {veid}: {} is on a snapshot LV or its VG is not listed by vgs",
-                    facts.hn.name, facts.private_resolved
-                ),
-            ));
-        }
-        (None, _) => {
-            return Err(Fail::new(
-                EXIT_PRECONDITION,
-                format!(
-                    "{}: VE {veid}: {} is on {} ({} at {}), which is not an LVM logical volume: no snapshot possible",
-                    facts.hn.name,
-                    facts.private_resolved,
-                    facts.mount.source,
-                    facts.mount.fstype,
-                    facts.mount.mount_point
-                ),
-            ));
-        }
-    };
     let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
     let mount_point = format!("{HN_STATE_DIR}/mnt/{snap_name}");
-    let backend = LvmThick {
-        vg: lv.vg.clone(),
-        origin: lv.name.clone(),
-        snap_name: snap_name.clone(),
-        size_bytes: cfg.snapshot_size,
-        fstype: facts.mount.fstype.clone(),
-        mount_point: mount_point.clone(),
-        veid: veid.clone(),
-    };
     let mode = ModeChain {
         veid: veid.clone(),
         state_file: format!("{HN_STATE_DIR}/state.{snap_name}"),
         modes: cfg.modes_for(facts.listed.hostname.as_deref(), veid.as_str()),
     };
-
-    // The VE's private area inside the mounted snapshot.
-    let lvmp = facts.mount.mount_point.trim_end_matches('/');
-    let rel = facts
-        .private_resolved
-        .strip_prefix(lvmp)
-        .unwrap_or("")
-        .trim_start_matches('/');
-    let snap_root = if rel.is_empty() {
-        mount_point.clone()
+    let mut warnings = facts.warnings.clone();
+    let mut storage_facts = Vec::new();
+    let (backend, snap_root, snap_ref): (Box<dyn SnapshotBackend>, String, String) = if facts.layout
+        == "ploop"
+    {
+        // The snapshot's filesystem is the VE's `/`.
+        let u = crate::nonce();
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &u[0..8],
+            &u[8..12],
+            &u[12..16],
+            &u[16..20],
+            &u[20..32]
+        );
+        let b = Ploop {
+            veid: veid.clone(),
+            uuid: uuid.clone(),
+            snap_name: snap_name.clone(),
+            mount_point: mount_point.clone(),
+            private: facts.private_resolved.clone(),
+            reserve_bytes: cfg.snapshot_size,
+        };
+        storage_facts.push((
+            "storage".to_string(),
+            format!("ploop image in {}/root.hdd", facts.private_resolved),
+        ));
+        (Box::new(b), mount_point.clone(), format!("ploop:{uuid}"))
     } else {
-        format!("{mount_point}/{rel}")
+        let (lv, vg) = match (&facts.lv, &facts.vg) {
+            (Some(lv), Some(vg)) if !(lv.attr.starts_with('s') || lv.attr.starts_with('S')) => {
+                (lv, vg)
+            }
+            (Some(_), _) => {
+                return Err(Fail::new(
+                    EXIT_PRECONDITION,
+                    format!(
+                        "{}: VE {veid}: {} is on a snapshot LV or its VG is not listed by vgs",
+                        facts.hn.name, facts.private_resolved
+                    ),
+                ));
+            }
+            (None, _) => {
+                return Err(Fail::new(
+                    EXIT_PRECONDITION,
+                    format!(
+                        "{}: VE {veid}: {} is on {} ({} at {}), which is not an LVM logical volume (nor a ploop image): no snapshot possible",
+                        facts.hn.name,
+                        facts.private_resolved,
+                        facts.mount.source,
+                        facts.mount.fstype,
+                        facts.mount.mount_point
+                    ),
+                ));
+            }
+        };
+        let b = LvmThick {
+            vg: lv.vg.clone(),
+            origin: lv.name.clone(),
+            snap_name: snap_name.clone(),
+            size_bytes: cfg.snapshot_size,
+            fstype: facts.mount.fstype.clone(),
+            mount_point: mount_point.clone(),
+            veid: veid.clone(),
+        };
+        // The VE's private area inside the mounted snapshot.
+        let lvmp = facts.mount.mount_point.trim_end_matches('/');
+        let rel = facts
+            .private_resolved
+            .strip_prefix(lvmp)
+            .unwrap_or("")
+            .trim_start_matches('/');
+        let root = if rel.is_empty() {
+            mount_point.clone()
+        } else {
+            format!("{mount_point}/{rel}")
+        };
+        if vg.free < cfg.snapshot_size {
+            warnings.push(format!(
+                "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
+                vg.name,
+                vg.free >> 20,
+                cfg.snapshot_size >> 20
+            ));
+        }
+        storage_facts.push((
+            "LV".to_string(),
+            format!(
+                "{}/{} ({} MiB, {} on {})",
+                lv.vg,
+                lv.name,
+                lv.size >> 20,
+                facts.mount.fstype,
+                facts.mount.mount_point
+            ),
+        ));
+        storage_facts.push((
+            "VG free".to_string(),
+            format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
+        ));
+        (Box::new(b), root, format!("{}/{snap_name}", lv.vg))
     };
 
-    let mut warnings = facts.warnings.clone();
     if !facts.running {
         warnings.push(format!(
             "VE {veid} is not running: no downtime; it stays stopped"
-        ));
-    }
-    if vg.free < cfg.snapshot_size {
-        warnings.push(format!(
-            "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
-            vg.name,
-            vg.free >> 20,
-            cfg.snapshot_size >> 20
         ));
     }
 
@@ -490,8 +555,8 @@ pub fn snapshot_part(
             3,
             facts,
             format!(
-                "check that vzctl's lock of VE {veid} is free and take it; check room in VG {}",
-                vg.name
+                "check that vzctl's lock of VE {veid} is free and take it; check room for the {} snapshot",
+                backend.name()
             ),
             &backend.check_room(),
             "",
@@ -501,9 +566,9 @@ pub fn snapshot_part(
             name: "downtime".into(),
             phase: Phase::Downtime,
             summary: format!(
-                "quiesce VE {veid} if it runs ({}), create snapshot {}/{snap_name}, bring it back at once (one script: no round trip while the VE is down)",
+                "quiesce VE {veid} if it runs ({}), create {} snapshot {snap_name}, bring it back at once (one script: no round trip while the VE is down)",
                 mode.describe(),
-                vg.name
+                backend.name()
             ),
             action: Action::Hn {
                 script: format!(
@@ -586,28 +651,17 @@ pub fn snapshot_part(
             format!("{} -> {}", facts.private, facts.private_resolved),
         ),
         ("VE_ROOT".into(), facts.ve_root.clone()),
-        (
-            "LV".into(),
-            format!(
-                "{}/{} ({} MiB, {} on {})",
-                lv.vg,
-                lv.name,
-                lv.size >> 20,
-                facts.mount.fstype,
-                facts.mount.mount_point
-            ),
-        ),
-        (
-            "VG free".into(),
-            format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
-        ),
         ("mode".into(), mode.describe()),
     ];
+    let mode_pos = facts_out.len() - 1;
+    for (k, v) in storage_facts.into_iter().rev() {
+        facts_out.insert(mode_pos, (k, v));
+    }
     facts_out.extend(backend.describe());
     Ok(SnapshotPart {
         steps,
         snap_root,
-        snap_lv: format!("{}/{snap_name}", lv.vg),
+        snap_lv: snap_ref,
         verify: backend.verify(),
         library: mode.library(),
         facts: facts_out,

@@ -479,20 +479,33 @@ pub async fn transfer(
             .collect();
         (Plan { steps, ..p }, pre, cmd, facts.running)
     } else {
-        let (vg, name) = lv
-            .split_once('/')
-            .ok_or_else(|| Fail::new(EXIT_HN_STEP, "bad lease file"))?;
-        let verify = crate::snapshot::LvmThick {
-            vg: vg.into(),
-            origin: String::new(),
-            snap_name: name.into(),
-            size_bytes: 0,
-            fstype: String::new(),
-            mount_point: String::new(),
-            veid: veid.clone(),
-        };
         use crate::snapshot::SnapshotBackend as _;
-        let (steps, pre, cmd) = backup::transfer_steps(job, &root, &verify.verify(), 1)?;
+        let verify = if let Some(uuid) = lv.strip_prefix("ploop:") {
+            crate::snapshot::Ploop {
+                veid: veid.clone(),
+                uuid: uuid.to_string(),
+                snap_name: String::new(),
+                mount_point: String::new(),
+                private: String::new(),
+                reserve_bytes: 0,
+            }
+            .verify()
+        } else {
+            let (vg, name) = lv
+                .split_once('/')
+                .ok_or_else(|| Fail::new(EXIT_HN_STEP, "bad lease file"))?;
+            crate::snapshot::LvmThick {
+                vg: vg.into(),
+                origin: String::new(),
+                snap_name: name.into(),
+                size_bytes: 0,
+                fstype: String::new(),
+                mount_point: String::new(),
+                veid: veid.clone(),
+            }
+            .verify()
+        };
+        let (steps, pre, cmd) = backup::transfer_steps(job, &root, &verify, 1)?;
         let plan = Plan {
             title: format!(
                 "bpc-ovz transfer from the dump's snapshot of VE {veid} on {}",

@@ -104,6 +104,15 @@ pub fn build_plan(
     for p in job.ve_paths() {
         rsync_args::ve_relative(&p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     }
+    if facts.layout == "ploop" && !facts.running {
+        return Err(Fail::new(
+            crate::EXIT_PRECONDITION,
+            format!(
+                "{}: VE {veid} is a stopped ploop container: its files are inside an image; start it (or `vzctl mount` it) to restore into it",
+                facts.hn.name
+            ),
+        ));
+    }
     let (tree, where_) = if facts.running {
         (facts.ve_root.clone(), "its live root (it runs)")
     } else {

@@ -201,6 +201,161 @@ impl SnapshotBackend for LvmThick {
     }
 }
 
+/// ploop snapshot (OpenVZ 7 / vzctl 4.x): `vzctl snapshot` / `snapshot-mount` / `snapshot-umount` /
+/// `snapshot-delete`, the openvz.org "Ploop/Backup" recipe. The mounted snapshot is the VE's `/`.
+/// Its snapshots are named `bpcovz-<VEID>-<run id>`, so leftovers are recognised.
+pub struct Ploop {
+    pub veid: VeId,
+    pub uuid: String,
+    pub snap_name: String,
+    pub mount_point: String,
+    pub private: String,
+    /// Free space the private area's filesystem must have for the delta (snapshot.size).
+    pub reserve_bytes: u64,
+}
+
+impl Ploop {
+    fn listed(&self) -> String {
+        format!(
+            "vzctl --skiplock snapshot-list {id} -H 2>/dev/null | grep -q {u}",
+            id = quote(self.veid.as_str()),
+            u = quote(&format!("{{{}}}", self.uuid))
+        )
+    }
+}
+
+impl SnapshotBackend for Ploop {
+    fn name(&self) -> &'static str {
+        "ploop"
+    }
+
+    fn check_room(&self) -> String {
+        format!(
+            "avail=$(df -P -k {p} 2>/dev/null | awk 'NR==2 {{print $4}}')\n\
+             case \"$avail\" in ''|*[!0-9]*) echo \"cannot read the free space of {pt}\"; return 23 ;; esac\n\
+             if [ $((avail * 1024)) -lt {need} ]; then echo \"the filesystem of {pt} has $((avail * 1024)) bytes free; the ploop delta may need {need} (snapshot.size)\"; return 23; fi\n\
+             say \"data vg_free $((avail * 1024))\"",
+            p = quote(&self.private),
+            pt = self.private,
+            need = self.reserve_bytes,
+        )
+    }
+
+    fn clear_stale(&self) -> String {
+        format!(
+            "for mp in {base}/mnt/{pre}{id}-* {base}/mnt/{pre}{id}-*.rw; do\n\
+             \x20 [ -d \"$mp\" ] || continue\n\
+             \x20 case \"$mp\" in *.ro) continue ;; esac\n\
+             \x20 if mountpoint -q \"$mp\"; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
+             \x20 rmdir \"$mp\" 2>/dev/null\n\
+             done\n\
+             vzctl --skiplock snapshot-list {idq} -H 2>/dev/null | while read -r u n; do\n\
+             \x20 case \"$n\" in {pre}{id}-*) u=${{u#\\{{}}; u=${{u%\\}}}}; echo \"removing stale ploop snapshot $n ($u)\"\n\
+             \x20   vzctl --skiplock snapshot-umount {idq} --id \"$u\" 2>/dev/null; vzctl --skiplock snapshot-delete {idq} --id \"$u\" ;; esac\n\
+             done\n\
+             rmdir {base}/mnt/{pre}{id}-*.ro 2>/dev/null\n\
+             return 0",
+            base = HN_STATE_DIR,
+            pre = SNAP_PREFIX,
+            id = self.veid,
+            idq = quote(self.veid.as_str()),
+        )
+    }
+
+    fn create(&self) -> String {
+        format!(
+            "vzctl --skiplock snapshot {id} --id {u} --name {n} --skip-suspend --skip-config",
+            id = quote(self.veid.as_str()),
+            u = quote(&self.uuid),
+            n = quote(&self.snap_name)
+        )
+    }
+
+    fn remove(&self) -> String {
+        format!(
+            "d=1; n=0\n\
+             while {listed}; do\n\
+             \x20 vzctl --skiplock snapshot-delete {id} --id {u} && break\n\
+             \x20 n=$((n+1)); if [ $n -ge 8 ]; then echo \"giving up: ploop snapshot {un} of VE {idt} is still there; run bpc-ovz sweep\"; return 1; fi\n\
+             \x20 echo \"snapshot-delete failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 16 ] && d=16\n\
+             done\n\
+             return 0",
+            listed = self.listed(),
+            id = quote(self.veid.as_str()),
+            u = quote(&self.uuid),
+            un = self.snap_name,
+            idt = self.veid,
+        )
+    }
+
+    // snapshot-mount is read-only: an overlay (the snapshot below, a tmpfs above) gives the writable
+    // view etc/vzdump is added to, without changing the snapshot.
+    fn mount(&self) -> String {
+        format!(
+            "mkdir -p {ro} {rw} {mp} || return 30\n\
+             vzctl --skiplock snapshot-mount {id} --id {u} --target {ro} || return 31\n\
+             mount -t tmpfs -o mode=0700 bpcovz-upper {rw} && mkdir -p {rw}/u {rw}/w || return 32\n\
+             mount -t overlay bpcovz-overlay -o lowerdir={ro},upperdir={rw}/u,workdir={rw}/w {mp}",
+            ro = quote(&format!("{}.ro", self.mount_point)),
+            rw = quote(&format!("{}.rw", self.mount_point)),
+            mp = quote(&self.mount_point),
+            id = quote(self.veid.as_str()),
+            u = quote(&self.uuid)
+        )
+    }
+
+    fn umount(&self) -> String {
+        format!(
+            "d=1; n=0\n\
+             while mountpoint -q {mp}; do\n\
+             \x20 umount {mp} && break\n\
+             \x20 n=$((n+1)); if [ $n -ge 7 ]; then echo \"{mpt} still busy: detaching it lazily\"; umount -l {mp}; break; fi\n\
+             \x20 echo \"umount {mpt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
+             done\n\
+             mountpoint -q {rw} && umount {rw}\n\
+             d=1; n=0\n\
+             while mountpoint -q {ro}; do\n\
+             \x20 vzctl --skiplock snapshot-umount {id} --id {u} && break\n\
+             \x20 n=$((n+1)); if [ $n -ge 7 ]; then umount -l {ro}; break; fi\n\
+             \x20 echo \"snapshot-umount failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
+             done\n\
+             rmdir {mp} {ro} {rw} 2>/dev/null\n\
+             return 0",
+            ro = quote(&format!("{}.ro", self.mount_point)),
+            rw = quote(&format!("{}.rw", self.mount_point)),
+            mp = quote(&self.mount_point),
+            mpt = self.mount_point,
+            id = quote(self.veid.as_str()),
+            u = quote(&self.uuid)
+        )
+    }
+
+    fn verify(&self) -> String {
+        format!(
+            "if ! {listed}; then echo \"ploop snapshot {n} vanished during the transfer\"; return 71; fi\nsay \"data snapshot_usage n/a\"\nreturn 0",
+            listed = self.listed(),
+            n = self.snap_name
+        )
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("backend".into(), "ploop".into()),
+            (
+                "snapshot".into(),
+                format!("{} {{{}}} of {}", self.snap_name, self.uuid, self.private),
+            ),
+            (
+                "mount".into(),
+                format!(
+                    "{} (vzctl snapshot-mount on {}.ro, read-only, under a tmpfs overlay)",
+                    self.mount_point, self.mount_point
+                ),
+            ),
+        ]
+    }
+}
+
 /// How a running VE is quiesced around the snapshot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

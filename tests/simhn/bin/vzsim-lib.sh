@@ -472,6 +472,7 @@ ve_load() {
 			LOCKDIR) LOCKDIR=$v ;; DUMPDIR) DUMPDIR=$v ;;
 			NAMESERVER) NAMESERVER=$v ;; SEARCHDOMAIN) SEARCHDOMAIN=$v ;;
 			MOUNT_OPTS) MOUNT_OPTS=$v ;; BOOTORDER) BOOTORDER=$v ;;
+			VE_LAYOUT) LAYOUT=$v ;;
 			esac
 		done <"$f"
 	done
