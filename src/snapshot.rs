@@ -509,6 +509,17 @@ mod tests {
         }
     }
 
+    fn ploop() -> Ploop {
+        Ploop {
+            veid: VeId::parse("101").unwrap(),
+            uuid: "0a1b2c3d-0000-0000-0000-000000000000".into(),
+            snap_name: "bpcovz-101-0a1b2c3d".into(),
+            mount_point: "/run/bpc-ovz/mnt/bpcovz-101-0a1b2c3d".into(),
+            private: "/vz/private/101".into(),
+            reserve_bytes: 1 << 30,
+        }
+    }
+
     #[test]
     fn fragments_are_valid_sh() {
         let t = thick("xfs");
@@ -526,6 +537,13 @@ mod tests {
             t.umount(),
             t.verify(),
             q.library(),
+            ploop().check_room(),
+            ploop().clear_stale(),
+            ploop().create(),
+            ploop().remove(),
+            ploop().mount(),
+            ploop().umount(),
+            ploop().verify(),
             q.before(),
             q.after(),
             q.ensure(),
