@@ -483,7 +483,7 @@ pub fn snapshot_part(
                 ));
             }
         };
-        let b = LvmThick {
+        let thick = LvmThick {
             vg: lv.vg.clone(),
             origin: lv.name.clone(),
             snap_name: snap_name.clone(),
@@ -504,7 +504,7 @@ pub fn snapshot_part(
         } else {
             format!("{mount_point}/{rel}")
         };
-        if vg.free < cfg.snapshot_size {
+        if !lv.attr.starts_with('V') && vg.free < cfg.snapshot_size {
             warnings.push(format!(
                 "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
                 vg.name,
@@ -527,7 +527,13 @@ pub fn snapshot_part(
             "VG free".to_string(),
             format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
         ));
-        (Box::new(b), root, format!("{}/{snap_name}", lv.vg))
+        // A thin volume (attr `V...`) gets a thin snapshot in its pool.
+        let b: Box<dyn SnapshotBackend> = if lv.attr.starts_with('V') {
+            Box::new(crate::snapshot::LvmThin { thick })
+        } else {
+            Box::new(thick)
+        };
+        (b, root, format!("{}/{snap_name}", lv.vg))
     };
 
     if !facts.running {

@@ -201,6 +201,73 @@ impl SnapshotBackend for LvmThick {
     }
 }
 
+/// Thin LVM snapshot: `lvcreate --snapshot` of a thin volume (no size: it shares the thin pool).
+/// The pool's data and metadata usage is checked before (refused at 90 %) and after the transfer
+/// (a pool that filled up fails the backup). Mount, unmount and removal are those of [`LvmThick`].
+pub struct LvmThin {
+    pub thick: LvmThick,
+}
+
+impl LvmThin {
+    fn pool_usage(&self, what: &str, limit: u32, code: u32) -> String {
+        format!(
+            "pool=$(lvs --noheadings -o pool_lv {lv} 2>&1) || {{ echo \"lvs failed: $pool\"; return {code}; }}\n\
+             pool=$(echo $pool)\n\
+             [ -n \"$pool\" ] || {{ echo \"{lvt} is not a thin volume\"; return {code}; }}\n\
+             u=$(lvs --noheadings --separator : -o data_percent,metadata_percent {vg}/\"$pool\" 2>&1) || {{ echo \"lvs failed: $u\"; return {code}; }}\n\
+             u=$(echo $u); d=${{u%%:*}}; m=${{u#*:}}; d=${{d%%.*}}; m=${{m%%.*}}\n\
+             say \"data thin_pool_{what} data=${{d}}% metadata=${{m}}%\"\n\
+             if [ \"${{d:-100}}\" -ge {limit} ] || [ \"${{m:-100}}\" -ge {limit} ]; then echo \"thin pool {vgt}/$pool is at ${{d}}% data, ${{m}}% metadata ({what}): {msg}\"; return {code}; fi",
+            lv = quote(&format!("{}/{}", self.thick.vg, self.thick.origin)),
+            lvt = format!("{}/{}", self.thick.vg, self.thick.origin),
+            vg = quote(&self.thick.vg),
+            vgt = self.thick.vg,
+            msg = if code == 71 {
+                "it filled up during the transfer: the backup is torn"
+            } else {
+                "no room for a thin snapshot"
+            },
+        )
+    }
+}
+
+impl SnapshotBackend for LvmThin {
+    fn name(&self) -> &'static str {
+        "lvm-thin"
+    }
+    fn check_room(&self) -> String {
+        self.pool_usage("before", 90, 23)
+    }
+    fn clear_stale(&self) -> String {
+        self.thick.clear_stale()
+    }
+    fn create(&self) -> String {
+        format!(
+            "lvcreate --snapshot --setactivationskip n --name {name} {origin}",
+            name = quote(&self.thick.snap_name),
+            origin = quote(&format!("{}/{}", self.thick.vg, self.thick.origin)),
+        )
+    }
+    fn remove(&self) -> String {
+        self.thick.remove()
+    }
+    fn mount(&self) -> String {
+        self.thick.mount()
+    }
+    fn umount(&self) -> String {
+        self.thick.umount()
+    }
+    fn verify(&self) -> String {
+        format!("{}\nreturn 0", self.pool_usage("after", 100, 71))
+    }
+    fn describe(&self) -> Vec<(String, String)> {
+        let mut d = self.thick.describe();
+        d[0] = ("backend".into(), "lvm-thin".into());
+        d.retain(|(k, _)| k != "snapshot size");
+        d
+    }
+}
+
 /// ploop snapshot (OpenVZ 7 / vzctl 4.x): `vzctl snapshot` / `snapshot-mount` / `snapshot-umount` /
 /// `snapshot-delete`, the openvz.org "Ploop/Backup" recipe. The mounted snapshot is the VE's `/`.
 /// Its snapshots are named `bpcovz-<VEID>-<run id>`, so leftovers are recognised.
@@ -544,6 +611,18 @@ mod tests {
             ploop().mount(),
             ploop().umount(),
             ploop().verify(),
+            LvmThin {
+                thick: thick("ext4"),
+            }
+            .check_room(),
+            LvmThin {
+                thick: thick("ext4"),
+            }
+            .create(),
+            LvmThin {
+                thick: thick("ext4"),
+            }
+            .verify(),
             q.before(),
             q.after(),
             q.ensure(),
