@@ -19,6 +19,9 @@ pub struct SshInvocation {
     pub options: Vec<String>,
     /// The remote command, split into words as the remote shell would.
     pub words: Vec<String>,
+    /// `-q` (ssh's quiet mode): only warnings and errors on stderr. BackupPC's tar method passes
+    /// it, and counts every stderr line that is not tar's own as a transfer error.
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub fn parse_ssh_argv(args: &[String]) -> Result<SshInvocation, String> {
         config_file: None,
         options: Vec::new(),
         words: Vec::new(),
+        quiet: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -72,6 +76,7 @@ pub fn parse_ssh_argv(args: &[String]) -> Result<SshInvocation, String> {
         while j < body.len() {
             let c = body[j];
             if FLAGS.contains(c) {
+                inv.quiet |= c == 'q';
                 j += 1;
                 continue;
             }
@@ -172,6 +177,8 @@ mod tests {
         assert_eq!(inv.port, Some(2222));
         assert_eq!(inv.options, vec!["BatchMode=yes"]);
         assert_eq!(inv.host, "10.0.0.5");
+        assert!(inv.quiet, "-q");
+        assert!(!parse_ssh_argv(&v("-x -l root ve101 tar -c")).unwrap().quiet);
     }
 
     #[test]

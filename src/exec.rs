@@ -319,6 +319,8 @@ impl<'p, G: GuardIo> Executor<'p, G> {
         cancel: &mut watch::Receiver<bool>,
         mut done: impl FnMut(&Msg) -> bool,
     ) -> bool {
+        // Set on cancel: how long we still wait for the step in progress.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             let msg = tokio::select! {
                 m = self.lines.next() => m,
@@ -329,8 +331,15 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                         // The guard finishes the step it is in (a VE is never left stopped), then
                         // unwinds; queue that now so it happens even if we are killed.
                         let _ = self.lines.io.send(b"unwind\nquit\n").await;
+                        deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
                     }
                     continue;
+                }
+                // A step may wait long (for a backup slot, up to queue_timeout): do not wait for
+                // it after a cancel. The guard ends the step and unwinds by itself, with or
+                // without us (it is orphaned or reads EOF once we are gone).
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    return false;
                 }
             };
             match msg {
@@ -686,6 +695,39 @@ mod tests {
         assert!(out.cancelled);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "restarted\nu1\n");
+    }
+
+    #[tokio::test]
+    async fn cancel_during_a_step_that_waits_long_does_not_wait_for_it() {
+        // Like the lock step queued for a backup slot: the step does not end by itself soon.
+        let p = plan(vec![hn(1, "sleep 8", None)]);
+        let g = LocalGuard::spawn(&guard_script(&p, "n4")).unwrap();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = tx.send(true);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let t = std::time::Instant::now();
+        let out = Executor::new(&p, g, "n4")
+            .run(
+                |_| async {
+                    TransferResult {
+                        code: 0,
+                        proceed: true,
+                        note: None,
+                    }
+                },
+                rx,
+                &mut |_| {},
+            )
+            .await;
+        assert!(out.cancelled);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
     }
 
     #[tokio::test]

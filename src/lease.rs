@@ -151,7 +151,7 @@ fn holder_script(
          rm -f \"$END\"\n\
          for i in {ids}; do\n\
          \x20 run_step $i\n\
-         \x20 if [ \"$RC\" != 0 ]; then unwind; set_status \"failed $i $RC\"; rm -f \"$L\" \"$EXP\"; exit 0; fi\n\
+         \x20 if [ \"$RC\" != 0 ]; then FAILED=\"$i $RC\"; unwind; set_status \"failed $FAILED\"; rm -f \"$L\" \"$EXP\"; exit 0; fi\n\
          done\n\
          echo $(( $(date +%s) + {ttl} )) > \"$EXP\"\n\
          printf 'id=%s\\npid=%s\\nroot=%s\\nlv=%s\\n' {id} $$ {root} {lv} > \"$L.tmp\" && mv -f \"$L.tmp\" \"$L\"\n\
@@ -192,6 +192,10 @@ fn report_log(
     let mut data = BTreeMap::new();
     let mut cur = 0u32;
     for line in log.lines() {
+        if line.starts_with("@@status ") {
+            // The waiting side's own status line, not the holder's output.
+            continue;
+        }
         if let Some(rest) = line.strip_prefix(&marker) {
             let w: Vec<&str> = rest.splitn(3, ' ').collect();
             match w.first().copied() {

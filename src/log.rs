@@ -73,6 +73,12 @@ fn syslog() -> Syslog {
 
 /// Install the global subscriber. `stderr`: whether fd 2 may carry diagnostics.
 pub fn init(cfg: &LogConfig, stderr: bool) {
+    init_with(cfg, stderr, false)
+}
+
+/// As [`init`], with only warnings and errors on stderr when `quiet` (`bpc-ovz ssh -q`); the log
+/// file and syslog keep the configured level.
+pub fn init_with(cfg: &LogConfig, stderr: bool, quiet: bool) {
     let level = match cfg.level.as_str() {
         "error" => LevelFilter::ERROR,
         "warn" => LevelFilter::WARN,
@@ -89,7 +95,11 @@ pub fn init(cfg: &LogConfig, stderr: bool) {
             .with_level(false)
             .with_ansi(false)
             .event_format(Prefixed)
-            .with_filter(level)
+            .with_filter(if quiet {
+                level.min(LevelFilter::WARN)
+            } else {
+                level
+            })
     });
     let file_layer = cfg.file.as_ref().and_then(open_log).map(|f| {
         tracing_subscriber::fmt::layer()

@@ -6,6 +6,7 @@
 mod admin;
 mod backup;
 mod backuppc;
+mod bench_exec;
 mod cache;
 mod config;
 mod exec;
@@ -177,6 +178,7 @@ enum Cmd {
     #[command(after_long_help = CHECK_HELP)]
     Check {
         /// HNs to check (name, host or host:port from the config) [default: all]
+        #[arg(value_name = "HN")]
         hns: Vec<String>,
         /// Print the results as JSON
         #[arg(long)]
@@ -198,6 +200,7 @@ enum Cmd {
     #[command(after_long_help = SWEEP_HELP)]
     Sweep {
         /// HNs to sweep (name, host or host:port from the config) [default: all]
+        #[arg(value_name = "HN")]
         hns: Vec<String>,
         /// Only show what would be removed (takes no lock, changes nothing)
         #[arg(long, short = 'n')]
@@ -208,6 +211,15 @@ enum Cmd {
         /// HNs swept at once [default: concurrency.hn_queries]
         #[arg(long, value_name = "N")]
         jobs: Option<u32>,
+    },
+    /// Benchmarking only (contrib/bench.sh): run COMMAND on HN through the transfer's SSH relay.
+    #[command(hide = true)]
+    BenchExec {
+        /// A configured HN (name, host or host:port)
+        hn: String,
+        /// The remote command (words joined by spaces, as ssh does)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, num_args = 1..)]
+        command: Vec<String>,
     },
     /// Generate the man pages or shell completions from this command line definition.
     #[command(hide = true)]
@@ -300,7 +312,7 @@ async fn run(cli: Cli) -> i32 {
                     return EXIT_REFUSED;
                 }
             };
-            log::init(&cfg.log, true);
+            log::init_with(&cfg.log, true, inv.quiet);
             let mut cfg = cfg;
             cfg.ssh
                 .identity_files
@@ -477,6 +489,9 @@ async fn run(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Cmd::Generate { what } => admin::generate::run(Cli::command(), what),
+        Cmd::BenchExec { hn, command } => {
+            bench_exec::run(cli.config.as_deref(), &hn, &command, signals()).await
+        }
     }
 }
 

@@ -24,6 +24,11 @@ pub fn tool_dir_name(run_id: &str) -> String {
     format!(".bpcovz-restore-{run_id}")
 }
 
+/// The receiver-side rsync filter rule that keeps `--delete` off the tool directory.
+pub fn protect_tool_dir(tool: &str) -> String {
+    format!("--filter=P /{tool}")
+}
+
 /// Refuse tar options that would make the confined tar load code from the VE.
 pub fn check_tar_restore_options(t: &crate::tar_args::TarCmd) -> Result<(), Fail> {
     if !t.options.iter().any(|o| o == "--numeric-owner") {
@@ -153,6 +158,10 @@ pub fn build_plan(
         ),
         Job::Rsync(t) => {
             let mut args = t.server.options.clone();
+            // The tool directory sits in the tree being restored: a restore of `/` with --delete
+            // (BackupPC's default) would try to delete it (rmdir of a mount point: EBUSY, rsync
+            // exit 23). A receiver-side protect rule, anchored at the transfer root, keeps it.
+            args.push(protect_tool_dir(&tool));
             if t.protected.is_none() {
                 args.push(".".into());
                 args.extend(t.server.paths.iter().cloned());

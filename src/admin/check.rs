@@ -202,7 +202,7 @@ pub fn check_probe() -> String {
          echo \"$M sec lvm\"; lvm version 2>/dev/null | head -n 1\n\
          echo \"$M sec vzctl\"; vzctl --version 2>&1 | head -n 1\n\
          echo \"$M sec private\"; out=$(vzlist -a -H -o veid,private 2>&1); rc=$?\n\
-         printf '%s\\n' \"$out\" | while read -r id p rest; do if [ -n \"$p\" ] && r=$(readlink -f -- \"$p\" 2>/dev/null) && [ -n \"$r\" ]; then echo \"$id $r\"; else echo \"$id - $p $rest\"; fi; done\n\
+         printf '%s\\n' \"$out\" | while read -r id p rest; do if [ -n \"$p\" ] && r=$(readlink -f -- \"$p\" 2>/dev/null) && [ -n \"$r\" ]; then if [ -f \"$r/root.hdd/DiskDescriptor.xml\" ]; then echo \"$id $r ploop\"; else echo \"$id $r\"; fi; else echo \"$id - $p $rest\"; fi; done\n\
          echo \"$M rc private $rc\"\n\
          echo \"$M sec vzlist_err\"; [ $rc = 0 ] || printf '%s\\n' \"$out\"\n\
          echo \"$M sec lvs_all\"; {lvs} 2>&1; echo \"$M rc lvs_all $?\"\n\
@@ -273,11 +273,12 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
     // vzctl
     if has("vzctl") {
         let v = first_line(s.get("vzctl"));
-        let ver = if v.contains("version") {
-            v.split_whitespace().last().unwrap_or("ok").to_string()
-        } else {
-            "ok".to_string()
-        };
+        let ver = v
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .unwrap_or("ok")
+            .to_string();
         out.push(mk("vzctl", Status::Ok, ver, ""));
     } else {
         out.push(mk(
@@ -291,7 +292,8 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
     let rc = s.rc.get("private").copied().unwrap_or(-1);
     let err = s.get("vzlist_err");
     let vzlist_ok = has("vzlist") && (rc == 0 || (rc == 1 && err.contains("not found")));
-    let mut ves: Vec<(String, Option<String>)> = Vec::new();
+    // (VEID, resolved private area, ploop layout)
+    let mut ves: Vec<(String, Option<String>, bool)> = Vec::new();
     if vzlist_ok {
         for l in s.get("private").lines() {
             let mut w = l.split_whitespace();
@@ -301,7 +303,8 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
             if crate::openvz::VeId::parse(id).is_err() {
                 continue;
             }
-            ves.push((id.to_string(), (p != "-").then(|| p.to_string())));
+            let ploop = w.next() == Some("ploop");
+            ves.push((id.to_string(), (p != "-").then(|| p.to_string()), ploop));
         }
         out.push(mk("vzlist", Status::Ok, format!("{} VEs", ves.len()), ""));
     } else if !has("vzlist") {
@@ -337,7 +340,11 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
         out.push(mk("ve-on-lv", Status::Ok, "no VEs", ""));
     } else {
         let mut bad = Vec::new();
-        for (id, path) in &ves {
+        for (id, path, ploop) in &ves {
+            if *ploop && path.is_some() {
+                // Snapshotted by ploop itself (the ploop backend), wherever the image lives.
+                continue;
+            }
             let lv = path.as_deref().and_then(|p| {
                 let m = lvm::mount_for(&mounts, p)?;
                 lvm::lv_for_mount(&lvs, m).map(|lv| (lv, m))
@@ -521,7 +528,7 @@ mod tests {
         @@m sec rsync\nrsync  version 3.2.7  protocol version 31\n\
         @@m sec lvm\n  LVM version:     2.03.16(2) (2022-05-18)\n\
         @@m sec vzctl\nvzctl version 4.9.4\n\
-        @@m sec private\n101 /vz/private/101\n102 /srv/private/102\n@@m rc private 0\n@@m sec vzlist_err\n\
+        @@m sec private\n101 /vz/private/101\n102 /srv/private/102\n103 /srv/private/103 ploop\n@@m rc private 0\n@@m sec vzlist_err\n\
         @@m sec lvs_all\n  vg-data:vz:536870912:-wi-ao----::::\n@@m rc lvs_all 0\n\
         @@m sec vgs\n  vg-data:2147483648:104857600\n@@m rc vgs 0\n\
         @@m sec lvs\n@@m sec mnt\n@@m sec state\n@@m sec lockfiles\n@@m sec locks\n\
@@ -536,9 +543,10 @@ mod tests {
         assert_eq!(get("rsync").value, "3.2.7");
         assert_eq!(get("lvm2").value, "2.03.16");
         assert_eq!(get("vzctl").value, "4.9.4");
-        assert_eq!(get("vzlist").value, "2 VEs");
+        assert_eq!(get("vzlist").value, "3 VEs");
         let v = get("ve-on-lv");
-        assert_eq!((v.status, v.value.as_str()), (Status::Fail, "1/2"));
+        // 103 is a ploop VE: snapshotted by ploop, wherever its image is.
+        assert_eq!((v.status, v.value.as_str()), (Status::Fail, "2/3"));
         assert!(
             v.detail
                 .contains("VE 102: /srv/private/102 is on /dev/sda1 (ext4)"),

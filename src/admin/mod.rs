@@ -181,7 +181,7 @@ where
 }
 
 pub fn show_duration(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -359,7 +359,9 @@ pub fn parse_stat_lines(text: &str) -> Vec<StatLine> {
         .collect()
 }
 
-/// The pid holding a lock on the file, if any.
+/// The pid that took a lock on the file, if the file is locked. That process may be gone (a
+/// `flock` command run by the guard takes the lock on the guard's descriptor): what counts is
+/// that the lock is held.
 pub fn holder(locks: &[HeldLock], file: &StatLine) -> Option<u32> {
     let (ma, mi) = dev_major_minor(file.dev);
     locks
@@ -413,8 +415,8 @@ pub struct Leftover {
     pub run_id: String,
     #[serde(flatten)]
     pub kind: LeftoverKind,
-    /// Pid of the guard holding the VE's bpc-ovz lock: the run that owns this is alive.
-    pub in_use_by: Option<u32>,
+    /// The VE's bpc-ovz lock is held: the run that owns this is alive.
+    pub in_use: bool,
 }
 
 impl Leftover {
@@ -445,10 +447,10 @@ pub struct Leftovers {
 
 impl Leftovers {
     pub fn stale(&self) -> impl Iterator<Item = &Leftover> {
-        self.items.iter().filter(|l| l.in_use_by.is_none())
+        self.items.iter().filter(|l| !l.in_use)
     }
     pub fn in_use(&self) -> impl Iterator<Item = &Leftover> {
-        self.items.iter().filter(|l| l.in_use_by.is_some())
+        self.items.iter().filter(|l| l.in_use)
     }
 }
 
@@ -477,7 +479,7 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
         lockfiles
             .iter()
             .find(|f| f.path == p)
-            .and_then(|f| holder(&locks, f))
+            .is_some_and(|f| holder(&locks, f).is_some())
     };
     let mut out = Leftovers::default();
     for lv in &lvs {
@@ -486,13 +488,13 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
         };
         if !is_snapshot(lv) {
             out.foreign.push(format!(
-                "LV {}/{} is named like a bpc-ovz snapshot but is not a snapshot (attr {}): not touched",
+                "LV {}/{} is named like a bpc-ovz snapshot but is not a snapshot (attr {})",
                 lv.vg, lv.name, lv.attr
             ));
             continue;
         }
         out.items.push(Leftover {
-            in_use_by: owner(&veid),
+            in_use: owner(&veid),
             veid,
             run_id,
             kind: LeftoverKind::Snapshot {
@@ -511,11 +513,13 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
             paths.push(m.mount_point.clone());
         }
     }
+    // The overlay of a ploop run is unmounted before its upper (`.rw`) and lower (`.ro`) parts.
+    paths.sort_by_key(|p| (p.ends_with(".ro"), p.ends_with(".rw"), p.clone()));
     for path in paths {
         let name = path.strip_prefix(&mnt_dir).unwrap_or("");
-        match parse_snap_name(name) {
-            Some((veid, run_id)) => out.items.push(Leftover {
-                in_use_by: owner(&veid),
+        match parse_mount_name(name) {
+            Some((veid, run_id, _)) => out.items.push(Leftover {
+                in_use: owner(&veid),
                 veid,
                 run_id,
                 kind: LeftoverKind::Mount {
@@ -523,9 +527,7 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
                     path,
                 },
             }),
-            None => out
-                .foreign
-                .push(format!("{path} is not named by bpc-ovz: not touched")),
+            None => out.foreign.push(format!("{path} is not named by bpc-ovz")),
         }
     }
     let state_prefix = format!("{HN_STATE_DIR}/state.");
@@ -533,23 +535,36 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
         let name = path.strip_prefix(&state_prefix).unwrap_or("");
         match parse_snap_name(name) {
             Some((veid, run_id)) => out.items.push(Leftover {
-                in_use_by: owner(&veid),
+                in_use: owner(&veid),
                 veid,
                 run_id,
                 kind: LeftoverKind::State {
                     path: path.to_string(),
                 },
             }),
-            None => out
-                .foreign
-                .push(format!("{path} is not named by bpc-ovz: not touched")),
+            None => out.foreign.push(format!("{path} is not named by bpc-ovz")),
         }
     }
     out
 }
 
+/// A snapshot LV: thick (`s`, `S` invalid) or thin (`V` with an origin).
 pub fn is_snapshot(lv: &Lv) -> bool {
-    lv.attr.starts_with('s') || lv.attr.starts_with('S')
+    lv.attr.starts_with('s')
+        || lv.attr.starts_with('S')
+        || (lv.attr.starts_with('V') && !lv.origin.is_empty())
+}
+
+/// A mount point name under the mount dir: `bpcovz-VEID-RUNID`, or the ploop backend's
+/// `bpcovz-VEID-RUNID.ro` (the snapshot) and `.rw` (the tmpfs of the overlay). Returns the run's
+/// name and the suffix.
+fn parse_mount_name(name: &str) -> Option<(VeId, String, &str)> {
+    let (base, suffix) = match name.rsplit_once('.') {
+        Some((b, s @ ("ro" | "rw"))) => (b, s),
+        _ => (name, ""),
+    };
+    let (veid, run) = parse_snap_name(base)?;
+    Some((veid, run, suffix))
 }
 
 #[cfg(test)]
@@ -591,10 +606,14 @@ mod tests {
     #[test]
     fn held_lock_is_seen_in_proc_locks() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("ve.1.lock");
+        let held = d.path().join("ve.1.lock");
+        let free = d.path().join("ve.2.lock");
+        std::fs::write(&free, "").unwrap();
+        // As the guard does it: the shell keeps fd 9, the `flock` command takes the lock on it.
         let script = format!(
-            "exec 9>{f}; flock -n 9 || exit 9; echo \"$$\"; stat -c '%d %i %n' {f}; cat /proc/locks",
-            f = quote(&p.display().to_string())
+            "exec 9>{h}; flock -n 9 || exit 9; stat -c '%d %i %n' {h} {f}; cat /proc/locks",
+            h = quote(&held.display().to_string()),
+            f = quote(&free.display().to_string()),
         );
         let o = std::process::Command::new("sh")
             .arg("-c")
@@ -603,12 +622,11 @@ mod tests {
             .unwrap();
         assert!(o.status.success());
         let text = String::from_utf8_lossy(&o.stdout);
-        let mut lines = text.lines();
-        let pid: u32 = lines.next().unwrap().parse().unwrap();
-        let st = parse_stat_lines(lines.next().unwrap());
-        let rest: Vec<&str> = lines.collect();
-        let locks = parse_proc_locks(&rest.join("\n"));
-        assert_eq!(holder(&locks, &st[0]), Some(pid));
+        let st = parse_stat_lines(&text);
+        assert_eq!(st.len(), 2, "{text}");
+        let locks = parse_proc_locks(&text);
+        assert!(holder(&locks, &st[0]).is_some(), "{text}");
+        assert_eq!(holder(&locks, &st[1]), None, "{text}");
     }
 
     #[test]
@@ -640,29 +658,25 @@ mod tests {
                    @@m sec end\n";
         let s = Sections::parse(out, "@@m");
         let l = parse_leftovers(&s);
-        let got: Vec<(String, Option<u32>)> = l
-            .items
-            .iter()
-            .map(|i| (i.describe(), i.in_use_by))
-            .collect();
+        let got: Vec<(String, bool)> = l.items.iter().map(|i| (i.describe(), i.in_use)).collect();
         assert_eq!(
             got,
             vec![
                 (
                     "snapshot vg-data/bpcovz-101-0a1b2c3d (12% used)".to_string(),
-                    Some(500)
+                    true
                 ),
                 (
                     "snapshot vg-data/bpcovz-103-11111111 (0% used)".to_string(),
-                    None
+                    false
                 ),
                 (
                     "mount /run/bpc-ovz/mnt/bpcovz-101-0a1b2c3d".to_string(),
-                    Some(500)
+                    true
                 ),
                 (
                     "state file /run/bpc-ovz/state.bpcovz-103-11111111".to_string(),
-                    None
+                    false
                 ),
             ]
         );
@@ -672,6 +686,26 @@ mod tests {
             l.items[0].kind,
             LeftoverKind::Snapshot { open: true, .. }
         ));
+    }
+
+    #[test]
+    fn thin_snapshots_and_ploop_mounts_are_ours() {
+        let out = "@@m sec lvs\n  vg0:bpcovz-101-0a1b2c3d:1073741824:Vwi-a-tz-k:thinvol:::\n  vg0:bpcovz-102-0a1b2c3d:1073741824:Vwi-a-tz--::::\n\
+                   @@m sec mnt\n/run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d.ro\n/run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d\n/run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d.rw\n/run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d.xx\n\
+                   @@m sec end\n";
+        let l = parse_leftovers(&Sections::parse(out, "@@m"));
+        let got: Vec<String> = l.items.iter().map(|i| i.describe()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "snapshot vg0/bpcovz-101-0a1b2c3d",
+                "mount point /run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d",
+                "mount point /run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d.rw",
+                "mount point /run/bpc-ovz/mnt/bpcovz-103-0a1b2c3d.ro",
+            ]
+        );
+        // A thin volume without an origin is not a snapshot; `.xx` is not a ploop suffix.
+        assert_eq!(l.foreign.len(), 2, "{:?}", l.foreign);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use crate::ssh::Session;
 pub struct HnState {
     /// Mount options of the filesystem holding VE_PRIVATE (per-mount, then superblock).
     pub mount_options: Option<String>,
-    /// Pid of the guard holding the VE's bpc-ovz lock (a backup of this VE is running).
-    pub ve_lock_holder: Option<u32>,
+    /// The VE's bpc-ovz lock is held: a backup (or restore) of this VE is running.
+    pub ve_lock_held: bool,
     /// Backup slots of this HN held now, of `concurrency.per_hn`.
     pub slots_busy: u32,
     pub slots: u32,
@@ -31,6 +31,8 @@ pub struct HnState {
     pub vzctl_lock: Option<(String, bool)>,
     /// bpc-ovz leftovers of this VE whose run is gone (clear-stale removes them).
     pub stale: Vec<String>,
+    /// Snapshots, mounts and state files of the run of this VE that is alive now.
+    pub in_use: Vec<String>,
     /// Why the state could not be read, if it could not.
     pub error: Option<String>,
 }
@@ -77,12 +79,17 @@ pub fn evaluate(s: &Sections, cfg: &Config, facts: &VeFacts) -> HnState {
     let left = parse_leftovers(s);
     HnState {
         mount_options: mount_options(s.get("mountinfo"), &facts.mount),
-        ve_lock_holder: held(&ve_lock_path(&facts.veid)),
+        ve_lock_held: held(&ve_lock_path(&facts.veid)).is_some(),
         slots_busy,
         slots: cfg.per_hn,
         vzctl_lock,
         stale: left
             .stale()
+            .filter(|l| l.veid == facts.veid)
+            .map(|l| l.describe())
+            .collect(),
+        in_use: left
+            .in_use()
             .filter(|l| l.veid == facts.veid)
             .map(|l| l.describe())
             .collect(),
@@ -93,18 +100,15 @@ pub fn evaluate(s: &Sections, cfg: &Config, facts: &VeFacts) -> HnState {
 /// Options of the mount holding the VE (the last mount on that point with that device wins).
 fn mount_options(mountinfo: &str, m: &crate::lvm::Mount) -> Option<String> {
     let dev = format!("{}:{}", m.major, m.minor);
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            let dash = f.iter().position(|w| *w == "-")?;
-            if dash < 6 || f.len() < dash + 4 {
-                return None;
-            }
-            (f[2] == dev && crate::lvm::parse_mountinfo(line).first()?.mount_point == m.mount_point)
-                .then(|| format!("{} (superblock: {})", f[5], f[dash + 3]))
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let dash = f.iter().position(|w| *w == "-")?;
+        if dash < 6 || f.len() < dash + 4 {
+            return None;
+        }
+        (f[2] == dev && crate::lvm::parse_mountinfo(line).first()?.mount_point == m.mount_point)
+            .then(|| format!("{} (superblock: {})", f[5], f[dash + 3]))
+    })
 }
 
 /// Add the state to the plan's facts and warnings.
@@ -123,9 +127,16 @@ pub fn augment(plan: &mut Plan, cfg: &Config, facts: &VeFacts, st: &HnState) {
     ));
     plan.facts.push((
         "bpc-ovz lock".into(),
-        match st.ve_lock_holder {
-            None => format!("free ({})", ve_lock_path(veid)),
-            Some(p) => format!("HELD by pid {p} ({})", ve_lock_path(veid)),
+        if !st.ve_lock_held {
+            format!("free ({})", ve_lock_path(veid))
+        } else if st.in_use.is_empty() {
+            format!("HELD ({}): a run of this VE is alive", ve_lock_path(veid))
+        } else {
+            format!(
+                "HELD ({}): a run of this VE is alive, with {}",
+                ve_lock_path(veid),
+                st.in_use.join(", ")
+            )
         },
     ));
     plan.facts.push((
@@ -148,9 +159,9 @@ pub fn augment(plan: &mut Plan, cfg: &Config, facts: &VeFacts, st: &HnState) {
             st.stale.join(", ")
         },
     ));
-    if let Some(p) = st.ve_lock_holder {
+    if st.ve_lock_held {
         plan.warnings.push(format!(
-            "VE {veid} is being backed up right now (guard pid {p}): a backup started now is refused before any downtime (exit 71)"
+            "VE {veid} is being backed up (or restored) right now: a backup started now is refused before any downtime (exit 71)"
         ));
     }
     if let Some((p, true)) = &st.vzctl_lock {

@@ -121,15 +121,14 @@ async fn sweep_on(session: &crate::ssh::Session, dry: bool) -> Result<HnSweep, S
     let found = parse_leftovers(&probe(session, &leftovers_probe()).await?);
     let mut out = HnSweep::default();
     for f in &found.foreign {
-        out.lines.push(format!("not ours, not touched: {f}"));
+        out.lines.push(format!("not ours, left alone: {f}"));
     }
     for l in found.in_use() {
         out.in_use += 1;
         out.lines.push(format!(
-            "in use, left alone: {} (VE {} is being backed up: guard pid {})",
+            "in use, left alone: {} (a bpc-ovz run of VE {} holds its lock)",
             l.describe(),
-            l.veid,
-            l.in_use_by.unwrap_or(0)
+            l.veid
         ));
     }
     let stale: Vec<&Leftover> = found.stale().collect();
@@ -339,7 +338,7 @@ mod tests {
             veid: VeId::parse(veid).unwrap(),
             run_id: "0a1b2c3d".into(),
             kind,
-            in_use_by: None,
+            in_use: false,
         }
     }
 

@@ -520,6 +520,18 @@ $Conf{{XferLogLevel}} = 1;
         )
     }
 
+    /// As [`Bpc4::dump`] but without `-v`, as the daemon runs it: with `-v` the transfer child
+    /// prints `cmdExecOrEval: about to exec ...` into the client command's output, which the tar
+    /// method counts as a transfer error.
+    pub fn dump_quiet(&self, host: &str, full: bool) -> Run {
+        run_timeout(
+            self.cmd("BackupPC_dump")
+                .args(["-p", if full { "-f" } else { "-i" }])
+                .arg(host),
+            180,
+        )
+    }
+
     /// Asynchronous backup through the daemon: `BackupPC_serverMesg backup HOST HOST USER doFull`.
     pub fn request_backup(&self, host: &str, full: bool) {
         let r = self.server_mesg(&[
@@ -717,13 +729,18 @@ $Conf{{XferLogLevel}} = 1;
     /// name as `$hostIP`, as the daemon passes an unresolvable one). Returns the run, the new
     /// `restores` line (if BackupPC recorded one) and its RestoreLOG.
     pub fn restore(&self, req: &RestoreReq) -> (Run, Option<Restore>, String) {
+        self.restore_opts(req, true)
+    }
+
+    /// [`Bpc4::restore`], with `-v` only if `verbose` (see [`Bpc4::dump_quiet`]).
+    pub fn restore_opts(&self, req: &RestoreReq, verbose: bool) -> (Run, Option<Restore>, String) {
         let before = self.restores(&req.host_dest).len();
         let name = self.write_restore_req(req);
-        let r = run_timeout(
-            self.cmd("BackupPC_restore")
-                .args(["-v", &req.host_dest, &req.host_dest, &name]),
-            180,
-        );
+        let mut cmd = self.cmd("BackupPC_restore");
+        if verbose {
+            cmd.arg("-v");
+        }
+        let r = run_timeout(cmd.args([&req.host_dest, &req.host_dest, &name]), 180);
         let rows = self.restores(&req.host_dest);
         let row = if rows.len() > before {
             rows.into_iter().max_by_key(|r| r.num)
