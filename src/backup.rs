@@ -1234,6 +1234,7 @@ pub async fn show_plan(
     paths: &[String],
     json: bool,
     script: bool,
+    restore: bool,
 ) -> Result<(), Fail> {
     cfg.require_hns().map_err(|e| Fail::new(1, e.to_string()))?;
     for p in paths {
@@ -1250,12 +1251,20 @@ pub async fn show_plan(
     // What BackupPC 4 sends by default: protect-args, paths on stdin.
     let t = Transfer {
         server: RsyncServer {
-            direction: Direction::Send,
-            options: vec![
-                "--server".into(),
-                "--sender".into(),
-                "-slHogDtprxe.iLsfxC".into(),
-            ],
+            direction: if restore {
+                Direction::Receive
+            } else {
+                Direction::Send
+            },
+            options: if restore {
+                vec!["--server".into(), "-slHogDtpre.iLsfxC".into()]
+            } else {
+                vec![
+                    "--server".into(),
+                    "--sender".into(),
+                    "-slHogDtprxe.iLsfxC".into(),
+                ]
+            },
             protect_args: true,
             paths: vec![],
         },
@@ -1267,7 +1276,11 @@ pub async fn show_plan(
         leftover: Vec::new(),
     };
     let run_id = "RUNID000".to_string();
-    let (mut plan, _, _) = build_plan(cfg, &facts, &Job::Rsync(t), &run_id)?;
+    let (mut plan, _, _) = if restore {
+        crate::restore::build_plan(cfg, &facts, &Job::Rsync(t), &run_id)?
+    } else {
+        build_plan(cfg, &facts, &Job::Rsync(t), &run_id)?
+    };
     crate::admin::plan::augment(&mut plan, cfg, &facts, &hn_state);
     if json {
         let v = serde_json::json!({ "plan": plan, "facts": facts, "hn_state": hn_state,

@@ -140,7 +140,7 @@ enum Cmd {
     Plan {
         /// BackupPC host name of the VE (its hostname, a name resolving to one of its IPs, or a `ves:` alias)
         host: String,
-        /// VE paths (shares) to back up
+        /// VE paths (shares) to back up, or to restore into with --restore
         #[arg(long = "path", default_value = "/")]
         paths: Vec<String>,
         /// Print the plan as JSON
@@ -149,7 +149,7 @@ enum Cmd {
         /// Also print the exact guard script sent to the HN
         #[arg(long)]
         script: bool,
-        /// Plan a restore instead of a backup (not supported yet)
+        /// Plan a restore into the VE (BackupPC 4's default rsync restore) instead of a backup
         #[arg(long)]
         restore: bool,
     },
@@ -233,6 +233,7 @@ const PLAN_HELP: &str = "Examples:
   bpc-ovz plan ve101.example.com             what a backup of / would do
   bpc-ovz plan ve101.example.com --script    ... and the exact guard script sent to the HN
   bpc-ovz plan 10.0.0.101 --path /etc --json  as JSON (plan, facts, hn_state, remote_commands)
+  bpc-ovz plan ve101.example.com --restore   what a restore into the VE would do
 
 Exit codes: 0 the plan was printed (read its WARNINGs); 1 usage or config; 70 VE not found or on
 more than one HN; 71 the VE's storage cannot be snapshotted (not on LVM); 255 SSH failure.";
@@ -408,12 +409,6 @@ async fn run(cli: Cli) -> i32 {
             script,
             restore,
         } => {
-            if restore {
-                eprintln!(
-                    "bpc-ovz plan --restore: restore plans are not supported yet (this bpc-ovz only backs up)"
-                );
-                return EXIT_REFUSED;
-            }
             let cfg = match config::Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -422,7 +417,7 @@ async fn run(cli: Cli) -> i32 {
                 }
             };
             log::init(&cfg.log, true);
-            match backup::show_plan(&cfg, &host, &paths, json, script).await {
+            match backup::show_plan(&cfg, &host, &paths, json, script, restore).await {
                 Ok(()) => 0,
                 Err(f) => {
                     tracing::error!("{}", f.msg);

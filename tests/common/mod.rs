@@ -589,3 +589,244 @@ fn short(e: &Entry) -> String {
         o => format!("{o:?}"),
     }
 }
+
+// ---- Process helpers for fault tests (tests/faults.rs, hostile.rs, concurrency.rs) ----------
+
+/// `(ppid, comm)` of a process, from /proc.
+fn proc_stat(pid: u32) -> Option<(u32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, after) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ppid, comm))
+}
+
+/// Every process whose parent is `ppid`, by PID.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if proc_stat(pid).map(|(p, _)| p) == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The first child of `ppid` whose command name is `comm` (e.g. the bpc-ovz that rsync started).
+pub fn child_named(ppid: u32, comm: &str) -> Option<u32> {
+    children_of(ppid)
+        .into_iter()
+        .find(|&c| proc_stat(c).is_some_and(|(_, n)| n == comm))
+}
+
+/// `pid` and all its descendants.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let kids = children_of(out[i]);
+        out.extend(kids);
+        i += 1;
+    }
+    out
+}
+
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// kill(2) of a process the test started (directly or through rsync), by PID.
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2); the caller found `pid` as a process it started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Socket inodes of a process's open fds.
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect()
+}
+
+/// `(local port, remote port, inode)` of every IPv4 TCP socket of this network namespace.
+fn tcp_table() -> Vec<(u16, u16, u64)> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |a: &str| {
+        a.rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((port(f.get(1)?)?, port(f.get(2)?)?, f.get(9)?.parse().ok()?))
+        })
+        .collect()
+}
+
+impl Hn {
+    /// The HN-side sshd process serving the SSH connection(s) of client process `client`: the
+    /// per-connection child of this HN's listening sshd (found by parent PID, and matched to the
+    /// client by the TCP ports of the sockets they hold — never by process name).
+    pub fn sshd_serving(&self, client: u32) -> Option<u32> {
+        let table = tcp_table();
+        let mine = socket_inodes(client);
+        let client_ports: Vec<u16> = table
+            .iter()
+            .filter(|(_, rport, ino)| *rport == self.port && mine.contains(ino))
+            .map(|(lport, _, _)| *lport)
+            .collect();
+        if client_ports.is_empty() {
+            return None;
+        }
+        children_of(self.pid).into_iter().find(|&c| {
+            let inodes: Vec<u64> = process_tree(c)
+                .into_iter()
+                .flat_map(socket_inodes)
+                .collect();
+            table.iter().any(|(lport, rport, ino)| {
+                *lport == self.port && client_ports.contains(rport) && inodes.contains(ino)
+            })
+        })
+    }
+}
+
+/// A BackupPC 4 style backup running in the background: a real rsync client whose `-e` program
+/// is `bpc-ovz ssh` behind a tiny wrapper that records bpc-ovz's own exit code.
+pub struct Backup {
+    pub rsync: std::process::Child,
+    pub dest: PathBuf,
+    code_file: PathBuf,
+}
+
+/// How a [`Backup`] ended.
+pub struct Finished {
+    /// bpc-ovz's exit code (`None` if it never ran or was killed by a signal; 128+N then).
+    pub code: Option<i32>,
+    pub rsync_ok: bool,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// bpc-ovz's own stderr lines (the XferLOG part it wrote), without rsync's.
+    pub fn bpc_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("bpc-ovz"))
+            .collect()
+    }
+    /// bpc-ovz's last stderr line: the one that names the outcome.
+    pub fn last_line(&self) -> &str {
+        self.bpc_lines().last().copied().unwrap_or("")
+    }
+}
+
+impl Backup {
+    /// Start `rsync -a --protect-args [extra] -e 'bpc-ovz ssh --config CONFIG' HOST:/ DEST/`.
+    pub fn start(bed: &Bed, config: &Path, host: &str, dest: &Path, extra: &[&str]) -> Backup {
+        std::fs::create_dir_all(dest).expect("dest");
+        let wrapper = bed.path("bpc-ovz-ssh-wrapper");
+        if !wrapper.exists() {
+            let tmp = bed.path(&format!("bpc-ovz-ssh-wrapper.{}", std::process::id()));
+            std::fs::write(
+                &tmp,
+                format!(
+                    "#!/bin/sh\n# rsync's -e program: bpc-ovz ssh; records its exit code in $BPCOVZ_CODE.\n\"{}\" ssh \"$@\"\nrc=$?\necho $rc > \"$BPCOVZ_CODE\"\nexit $rc\n",
+                    bin()
+                ),
+            )
+            .expect("wrapper");
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            std::fs::rename(&tmp, &wrapper).expect("wrapper");
+        }
+        let code_file = dest.with_extension("code");
+        let _ = std::fs::remove_file(&code_file);
+        let rsync = Command::new("rsync")
+            .args(["-a", "--protect-args"])
+            .args(extra)
+            .arg("-e")
+            .arg(format!(
+                "{} --config {} -l root",
+                wrapper.display(),
+                config.display()
+            ))
+            .arg(format!("{host}:/"))
+            .arg(format!("{}/", dest.display()))
+            .env("BPCOVZ_CODE", &code_file)
+            .env("PATH", "/bin:/usr/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rsync");
+        Backup {
+            rsync,
+            dest: dest.to_path_buf(),
+            code_file,
+        }
+    }
+
+    /// The bpc-ovz process of this backup (a descendant of rsync), by PID.
+    pub fn bpc_ovz_pid(&self) -> Option<u32> {
+        process_tree(self.rsync.id())
+            .into_iter()
+            .skip(1)
+            .find(|&p| proc_stat(p).is_some_and(|(_, n)| n == "bpc-ovz"))
+    }
+
+    /// Wait until bpc-ovz runs and return its PID.
+    pub fn wait_bpc_ovz(&self) -> u32 {
+        let mut pid = None;
+        wait_until("bpc-ovz started by rsync", 20, || {
+            pid = self.bpc_ovz_pid();
+            pid.is_some()
+        });
+        pid.unwrap_or_default()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.rsync.try_wait(), Ok(None))
+    }
+
+    pub fn finish(self) -> Finished {
+        let o = self.rsync.wait_with_output().expect("rsync wait");
+        let code = std::fs::read_to_string(&self.code_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Finished {
+            code,
+            rsync_ok: o.status.success(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Set a bed config's log level to info: what BackupPC's XferLOG gets by default (a bed's own
+/// is debug, whose transport chatter would follow bpc-ovz's closing line on stderr).
+pub fn info_level(config: &Path) {
+    let text = std::fs::read_to_string(config).expect("config");
+    std::fs::write(config, text.replace("level: debug", "level: info")).expect("config");
+}
