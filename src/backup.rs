@@ -377,10 +377,11 @@ pub fn preflight_step(
         summary,
         action: Action::Hn {
             script: format!(
-                "L={l}\n\
+                "pid_alive() {{ s=$(cat /proc/$1/stat 2>/dev/null) || return 1; st=${{s##*) }}; case \"$st\" in Z*|X*) return 1 ;; esac; return 0; }}\n\
+                 L={l}\n\
                  if [ -f \"$L\" ]; then\n\
                  \x20 p=$(cat \"$L\" 2>/dev/null); p=$(echo $p)\n\
-                 \x20 if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then echo \"VE {veid} is locked by vzctl (pid $p): a migration or another vzctl job is running\"; return 22; fi\n\
+                 \x20 if [ -n \"$p\" ] && pid_alive \"$p\"; then echo \"VE {veid} is locked by vzctl (pid $p): a migration or another vzctl job is running\"; return 22; fi\n\
                  \x20 echo \"removing stale vzctl lock $L (pid $p is gone)\"; rm -f \"$L\"\n\
                  fi\n\
                  {checks}\n\
@@ -1009,7 +1010,7 @@ pub async fn execute(
     let (session, tar, caller) = (ctx.session, ctx.tar, ctx.caller);
     let nonce = crate::nonce();
     let guard = session
-        .open(&guard_command(&plan, &nonce))
+        .open(&guard_command(plan, &nonce))
         .await
         .map_err(|e| Fail::new(255, format!("{}: {e}", ctx.hn)))?;
     let hn_name = ctx.hn.to_string();

@@ -359,12 +359,18 @@ impl Config {
                 "must be at least 4M (one LVM extent)".into(),
             ));
         }
-        let parse_modes = |key: &str, v: &[String]| -> Result<Vec<crate::snapshot::Mode>, ConfigError> {
-            if v.is_empty() {
-                return Err(invalid(key, "empty list: name at least one of stop, suspend, live".into()));
-            }
-            v.iter().map(|m| crate::snapshot::Mode::parse(m).map_err(|e| invalid(key, e))).collect()
-        };
+        let parse_modes =
+            |key: &str, v: &[String]| -> Result<Vec<crate::snapshot::Mode>, ConfigError> {
+                if v.is_empty() {
+                    return Err(invalid(
+                        key,
+                        "empty list: name at least one of stop, suspend, live".into(),
+                    ));
+                }
+                v.iter()
+                    .map(|m| crate::snapshot::Mode::parse(m).map_err(|e| invalid(key, e)))
+                    .collect()
+            };
         let modes = match raw.snapshot.as_ref().and_then(|s| s.modes.clone()) {
             None => vec![crate::snapshot::Mode::Stop],
             Some(v) => parse_modes("snapshot.modes", &v)?,
@@ -458,7 +464,14 @@ impl Config {
                 None => None,
                 Some(m) => Some(parse_modes(&format!("ves.{name}.modes"), m)?),
             };
-            ves.insert(name.to_lowercase(), VeAlias { veid: v.veid.clone(), hn: v.hn.clone(), modes: ve_modes });
+            ves.insert(
+                name.to_lowercase(),
+                VeAlias {
+                    veid: v.veid.clone(),
+                    hn: v.hn.clone(),
+                    modes: ve_modes,
+                },
+            );
         }
         Ok(Config {
             source: file.to_string(),
@@ -483,7 +496,10 @@ impl Config {
     pub fn modes_for(&self, hostname: Option<&str>, veid: &str) -> Vec<crate::snapshot::Mode> {
         let by_name = hostname.and_then(|h| self.ves.get(&h.to_ascii_lowercase()));
         let by_id = self.ves.values().find(|a| a.veid.as_deref() == Some(veid));
-        by_name.or(by_id).and_then(|a| a.modes.clone()).unwrap_or_else(|| self.modes.clone())
+        by_name
+            .or(by_id)
+            .and_then(|a| a.modes.clone())
+            .unwrap_or_else(|| self.modes.clone())
     }
 
     /// Fail unless at least one HN is configured (commands that talk to HNs call this).

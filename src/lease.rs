@@ -125,6 +125,7 @@ fn hn_files(veid: &str) -> (String, String, String, String, String) {
 }
 
 /// The holder: the snapshot part of a backup plan, then the lease loop, then verify and unwind.
+#[allow(clippy::too_many_arguments)]
 fn holder_script(
     plan: &Plan,
     nonce: &str,

@@ -153,7 +153,7 @@ impl SnapshotBackend for LvmThick {
     fn umount(&self) -> String {
         format!(
             "d=1; n=0\n\
-             while mountpoint -q {mp}; do\n\
+             while mountpoint -q {mp} || grep -qF -- \" \"{mp}\" \" /proc/mounts; do\n\
              \x20 umount {mp} && break\n\
              \x20 n=$((n+1)); if [ $n -ge 7 ]; then echo \"{mpt} still busy: detaching it lazily\"; umount -l {mp}; break; fi\n\
              \x20 echo \"umount {mpt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
@@ -210,6 +210,13 @@ pub struct LvmThin {
 
 impl LvmThin {
     fn pool_usage(&self, what: &str, limit: u32, code: u32) -> String {
+        let msg = if code == 71 {
+            "it filled up during the transfer: the backup is torn"
+        } else {
+            "no room for a thin snapshot"
+        };
+        let lv = quote(&format!("{}/{}", self.thick.vg, self.thick.origin));
+        let lvt = format!("{}/{}", self.thick.vg, self.thick.origin);
         format!(
             "pool=$(lvs --noheadings -o pool_lv {lv} 2>&1) || {{ echo \"lvs failed: $pool\"; return {code}; }}\n\
              pool=$(echo $pool)\n\
@@ -218,15 +225,8 @@ impl LvmThin {
              u=$(echo $u); d=${{u%%:*}}; m=${{u#*:}}; d=${{d%%.*}}; m=${{m%%.*}}\n\
              say \"data thin_pool_{what} data=${{d}}% metadata=${{m}}%\"\n\
              if [ \"${{d:-100}}\" -ge {limit} ] || [ \"${{m:-100}}\" -ge {limit} ]; then echo \"thin pool {vgt}/$pool is at ${{d}}% data, ${{m}}% metadata ({what}): {msg}\"; return {code}; fi",
-            lv = quote(&format!("{}/{}", self.thick.vg, self.thick.origin)),
-            lvt = format!("{}/{}", self.thick.vg, self.thick.origin),
             vg = quote(&self.thick.vg),
             vgt = self.thick.vg,
-            msg = if code == 71 {
-                "it filled up during the transfer: the backup is torn"
-            } else {
-                "no room for a thin snapshot"
-            },
         )
     }
 }
