@@ -579,10 +579,19 @@ pub fn snapshot_part(
             ),
             action: Action::Hn {
                 script: format!(
-                    "{before}\n{{\n{create}\n}}; crc=$?\n{after}\n\
+                    "exec 6>{slock} && flock 6 || return 30\n\
+                     {room}\n\
+                     {before}\n{{\n{create}\n}}; crc=$?\n\
+                     exec 6>&-\n\
+                     {after}\n\
                      [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\
                      [ $src = 0 ] || {{ echo \"VE {veid} did not start again (exit $src)\"; return 42; }}\n\
                      return 0",
+                    // Snapshot creations on one HN are serialised, and the room is checked again
+                    // under that lock: two runs cannot both pass the check and then have the
+                    // second stop its VE for an lvcreate that fails.
+                    slock = quote(&format!("{HN_STATE_DIR}/snapshot.lock")),
+                    room = backend.check_room(),
                     before = mode.before(),
                     create = backend.create(),
                     after = mode.after(),
@@ -1157,6 +1166,8 @@ fn summarize(ctx: &RunCtx<'_>, plan: &Plan, out: &Outcome) -> i32 {
             .cloned()
             .unwrap_or_default();
         let code = match f.name.as_str() {
+            // 23: no room for the snapshot, found before the VE was touched.
+            "downtime" if f.rc == 23 => EXIT_PRECONDITION,
             "lock" | "preflight" => EXIT_PRECONDITION,
             "verify" => EXIT_TORN,
             "check-paths" => EXIT_REFUSED,

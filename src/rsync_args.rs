@@ -19,7 +19,7 @@ pub const MAX_PROTECTED_ARGS: usize = 64 * 1024;
 pub enum ArgsError {
     #[error("remote command is not an rsync server invocation: {0}")]
     NotRsyncServer(String),
-    #[error("rsync option {0:?} is not allowed through bpc-ovz")]
+    #[error("option {0:?} is not allowed through bpc-ovz")]
     OptionRefused(String),
     #[error("rsync path {0:?} is refused: {1}")]
     PathRefused(String, &'static str),

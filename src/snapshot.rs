@@ -521,8 +521,9 @@ impl Quiesce for ModeChain {
              t0=$(now_ms)\n\
              if [ $running = 1 ]; then\n\
              \x20 for m in {modes}; do\n\
-             \x20   if q_${{m}}_before; then mode=$m; break; fi\n\
-             \x20   echo \"mode $m failed before the snapshot (exit $?)\"\n\
+             \x20   q_${{m}}_before; qrc=$?\n\
+             \x20   if [ $qrc = 0 ]; then mode=$m; break; fi\n\
+             \x20   echo \"mode $m failed before the snapshot (exit $qrc)\"\n\
              \x20   ve_running || ve_start\n\
              \x20 done\n\
              \x20 if [ $mode = none ]; then echo \"no mode ({modes}) could quiesce VE {idt}\"; ve_running || ve_start; return 40; fi\n\

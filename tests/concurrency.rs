@@ -465,7 +465,6 @@ fn two_backuppc_servers_coordinate_through_the_hn_side_lock() {
 /// the README promises "refused before any downtime: ... no room in the VG". `slow-stop-ms` makes
 /// the window wide enough to hit every time. Run with `--ignored` to reproduce.
 #[test]
-#[ignore = "known bug: room check and lvcreate race between concurrent runs on one HN"]
 fn no_room_is_refused_before_any_downtime_even_for_concurrent_runs() {
     let bed = Bed::new(1);
     bed.write_config("concurrency:\n  per_hn: 2\n");
