@@ -1,0 +1,213 @@
+//! Smoke test of the benchmark tools (contrib/bench.sh): the hidden `bpc-ovz bench-exec`
+//! subcommand and examples/delay_proxy.rs, against a real OpenSSH sshd on 127.0.0.1 (needs root
+//! and /usr/sbin/sshd). Checks behaviour only, never speed: bytes and exit code through
+//! bench-exec over the proxy, the proxy's delay, and that bench-exec stays out of --help.
+
+#[allow(dead_code)]
+#[path = "../examples/delay_proxy.rs"]
+mod delay_proxy;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bpc-ovz")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0")
+        .port()
+}
+
+fn keygen(path: &Path) {
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(o.status.success(), "ssh-keygen: {o:?}");
+}
+
+/// An sshd on 127.0.0.1, killed by PID on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
+        keygen(&dir.join("host"));
+        keygen(&dir.join("id"));
+        fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).expect("authorized_keys");
+        for _ in 0..5 {
+            let port = free_port();
+            let d = dir.display();
+            let conf = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUseDNS no\n"
+            );
+            fs::write(dir.join("sshd_config"), conf).expect("sshd_config");
+            let mut child = Command::new("/usr/sbin/sshd")
+                .arg("-D")
+                .arg("-f")
+                .arg(dir.join("sshd_config"))
+                .arg("-E")
+                .arg(dir.join("sshd.log"))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sshd");
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Sshd { child, port };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "sshd did not start: {}",
+            fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the delay proxy in front of `upstream` on a thread of this test; returns its port.
+fn start_proxy(upstream: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            delay_proxy::serve(l, SocketAddr::from(([127, 0, 0, 1], upstream)), delay).await;
+        });
+    });
+    port
+}
+
+fn pseudo_random(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn bench_exec_through_the_delay_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let sshd = Sshd::start(d);
+    let pport = start_proxy(sshd.port, Duration::from_millis(10));
+
+    // The proxy delays: the server's identification string arrives >= 10 ms after connecting.
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", pport)).expect("connect to the proxy");
+    let mut banner = [0u8; 4];
+    s.read_exact(&mut banner).expect("banner through the proxy");
+    assert_eq!(&banner, b"SSH-");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(10),
+        "no delay: {:?}",
+        t0.elapsed()
+    );
+    drop(s);
+
+    let hk = fs::read_to_string(d.join("host.pub")).expect("host.pub");
+    let hk: Vec<&str> = hk.split_whitespace().take(2).collect();
+    let hk = hk.join(" ");
+    fs::write(
+        d.join("known_hosts"),
+        format!("[127.0.0.1]:{} {hk}\n[127.0.0.1]:{pport} {hk}\n", sshd.port),
+    )
+    .expect("known_hosts");
+    let cfg = d.join("config.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "hns:\n  - host: 127.0.0.1\n    port: {}\n    name: lo\n  - host: 127.0.0.1\n    port: {pport}\n    name: wan\n\
+             ssh:\n  identity_files: [{id}]\n  known_hosts: [{kh}]\n  agent: false\n\
+             log:\n  level: warn\ncache: {cache}\n",
+            sshd.port,
+            id = d.join("id").display(),
+            kh = d.join("known_hosts").display(),
+            cache = d.join("cache.json").display(),
+        ),
+    )
+    .expect("config");
+
+    // Bytes both ways, stderr and the exit code, through the relay and the proxy.
+    let input = pseudo_random(3 << 20);
+    let mut child = Command::new(bin())
+        .args(["--config"])
+        .arg(&cfg)
+        .args([
+            "bench-exec",
+            "wan",
+            "cat;",
+            "echo",
+            "done",
+            ">&2;",
+            "exit",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bpc-ovz bench-exec");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = input.clone();
+    let feeder = std::thread::spawn(move || {
+        stdin.write_all(&data).expect("write stdin");
+    });
+    let out = child.wait_with_output().expect("bench-exec");
+    feeder.join().expect("feeder");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(out.stdout == input, "stdout differs from stdin");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "done");
+
+    // Unknown HN: refused before connecting.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bench-exec", "nope", "true"])
+        .output()
+        .expect("bench-exec nope");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope is not one of the configured hns"));
+
+    // Hidden: not in the help.
+    let help = Command::new(bin()).arg("--help").output().expect("--help");
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("bench"));
+}
