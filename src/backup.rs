@@ -580,8 +580,8 @@ pub fn snapshot_part(
             action: Action::Hn {
                 script: format!(
                     "exec 6>{slock} && flock 6 || return 30\n\
-                     {room}\n\
-                     {before}\n{{\n{create}\n}}; crc=$?\n\
+                     {{\n{room}\n}} 6>&-\n\
+                     {before}\n{{\n{create}\n}} 6>&-; crc=$?\n\
                      exec 6>&-\n\
                      {after}\n\
                      [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\

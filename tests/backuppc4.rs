@@ -790,8 +790,10 @@ fn backuppc_restores_into_the_ve_running_and_stopped_and_never_outside() {
         Some("failed"),
         "{log}"
     );
+    // rsync_bpc usually prints the receiver's error; when it kills bpc-ovz (SIGUSR1) first, the
+    // message can be lost in the race and only its fatal status remains.
     assert!(
-        log.contains("mkdir \"/other\" failed"),
+        log.contains("mkdir \"/other\" failed") || log.contains("exited with fatal status"),
         "RestoreLOG:\n{log}"
     );
     // In place (remote dir `/`, files var/www/index.html and var/www/current): the receiver
