@@ -377,14 +377,10 @@ async fn run(cli: Cli) -> i32 {
             old_veid,
             dry_run,
         } => {
-            let cfg = match config::Config::load(cli.config.as_deref()) {
+            let cfg = match load_config(cli.config.as_deref(), true) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("bpc-ovz: {e}");
-                    return EXIT_REFUSED;
-                }
+                Err(code) => return code,
             };
-            log::init(&cfg.log, true);
             match recover::run(
                 &cfg,
                 &from,
@@ -409,14 +405,10 @@ async fn run(cli: Cli) -> i32 {
             script,
             restore,
         } => {
-            let cfg = match config::Config::load(cli.config.as_deref()) {
+            let cfg = match load_config(cli.config.as_deref(), true) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("bpc-ovz: {e}");
-                    return EXIT_REFUSED;
-                }
+                Err(code) => return code,
             };
-            log::init(&cfg.log, true);
             match backup::show_plan(&cfg, &host, &paths, json, script, restore).await {
                 Ok(()) => 0,
                 Err(f) => {
@@ -493,9 +485,15 @@ async fn run(cli: Cli) -> i32 {
 /// Config for the admin commands: they print for people (stdout/stderr) and log to the
 /// configured file or syslog, not to stderr.
 fn admin_config(path: Option<&std::path::Path>) -> Result<config::Config, i32> {
+    load_config(path, false)
+}
+
+/// Load the config (a bad one is one line on stderr and exit 1) and set up logging; `stderr`:
+/// whether log lines may also go to fd 2.
+fn load_config(path: Option<&std::path::Path>, stderr: bool) -> Result<config::Config, i32> {
     match config::Config::load(path) {
         Ok(c) => {
-            log::init(&c.log, false);
+            log::init(&c.log, stderr);
             Ok(c)
         }
         Err(e) => {
@@ -514,14 +512,10 @@ async fn user_cmd(
     config: Option<&std::path::Path>,
     f: impl FnOnce(config::Config) -> UserFut,
 ) -> i32 {
-    let cfg = match config::Config::load(config) {
+    let cfg = match load_config(config, true) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("bpc-ovz: {e}");
-            return EXIT_REFUSED;
-        }
+        Err(code) => return code,
     };
-    log::init(&cfg.log, true);
     match f(cfg).await {
         Ok(()) => 0,
         Err(e) => {

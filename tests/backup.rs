@@ -10,20 +10,6 @@ use common::*;
 
 const TICKER: &str = "var/lib/ticker";
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &std::process::Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
-
 /// What the VE log says right after a backup: the counter value at the last stop (bpc-ovz's) and
 /// the number of boots so far.
 struct Frozen {

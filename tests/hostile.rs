@@ -13,10 +13,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// `bpc-ovz ssh --config CONFIG -l root HOST ARGS...` with `stdin` on its standard input.
 fn bpc_ovz(config: &Path, host: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut c = Command::new(bin())

@@ -7,10 +7,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn lease_bed(n: usize, ttl: &str) -> Bed {
     let bed = Bed::new(n);
     let dir = bed.path("leases");

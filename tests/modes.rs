@@ -7,10 +7,6 @@ use std::process::Output;
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn count(hn: &Hn, needle: &str) -> usize {
     hn.commands_log()
         .lines()

@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn create_ploop_ve(hn: &Hn, veid: u32, host: &str, ip: &str) {
     let o = Command::new(simhn().join("ve-create"))

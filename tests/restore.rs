@@ -9,20 +9,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
-
 /// A local tree to restore from.
 fn source_tree(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();

@@ -8,10 +8,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// `$Conf{TarClientCmd}` with bpc-ovz as `$sshPath` (BackupPC 3 and 4 alike).
 fn tar_cmd(bed: &Bed, host: &str, tar_args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut c = Command::new(bin());

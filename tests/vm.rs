@@ -458,20 +458,6 @@ impl Drop for Cleanup<'_> {
 // ------------------------------------------------------------------------------------------
 // bpc-ovz as BackupPC 4 runs it, and checks (as in tests/backup.rs)
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        stderr(o)
-    );
-}
-
 /// BackupPC 4 style: a real rsync client with bpc-ovz as its `-e` program.
 fn rsync_bpc4(
     config: &Path,
