@@ -68,6 +68,6 @@ printf '   wall time: %.2f s\n' "$(echo "$end - $start" | bc 2>/dev/null || echo
 echo "   files received: $(find "$dest" -type f | wc -l), bytes: $(du -sb "$dest" | cut -f1)"
 echo "   etc/vzdump in the backup: $(ls "$dest/etc/vzdump" | tr '\n' ' ')"
 echo "   VE 101 now: $(tests/simhn/hn-exec "$hn" vzctl status 101)"
-left=$(tests/simhn/hn-exec "$hn" sh -c 'lvs --noheadings -o lv_name | grep -c bpcovz- ; grep -c bpc-ovz /proc/mounts' | tr '\n' ' ')
+left=$(tests/simhn/hn-exec "$hn" sh -c 'lvs --noheadings -o lv_name | grep -c bpcovz- ; grep -c /run/bpc-ovz/ /proc/mounts' | tr '\n' ' ')
 echo "   snapshots / mounts left on the HN: $left"
 echo "== demo done"

@@ -545,7 +545,8 @@ impl Quiesce for ModeChain {
          case $mode in\n\
          \x20 none|live) say \"data downtime_ms 0\" ;;\n\
          \x20 *) say \"data downtime_ms $((t3-t0))\"\n\
-         \x20    say \"data downtime_parts $mode=$((t1-t0))ms snapshot=$((t2-t1))ms resume=$((t3-t2))ms\" ;;\n\
+         \x20    case $mode in stop) back=start ;; *) back=resume ;; esac\n\
+         \x20    say \"data downtime_parts $mode=$((t1-t0))ms snapshot=$((t2-t1))ms $back=$((t3-t2))ms\" ;;\n\
          esac"
             .to_string()
     }
