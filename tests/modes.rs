@@ -14,6 +14,15 @@ fn count(hn: &Hn, needle: &str) -> usize {
         .count()
 }
 
+/// Set `snapshot.modes` in the bed's config.
+fn with_modes(bed: &Bed, modes: &str) {
+    let cfg = std::fs::read_to_string(&bed.config).unwrap().replace(
+        "snapshot:\n  size: 64M\n",
+        &format!("snapshot:\n  size: 64M\n  modes: {modes}\n"),
+    );
+    std::fs::write(&bed.config, cfg).unwrap();
+}
+
 fn backup(bed: &Bed, host: &str, name: &str) -> (Output, std::path::PathBuf) {
     let dest = bed.path(name);
     let o = bed.rsync_bpc4(host, "/", &dest, true, &[]);
@@ -23,11 +32,7 @@ fn backup(bed: &Bed, host: &str, name: &str) -> (Output, std::path::PathBuf) {
 #[test]
 fn suspend_mode_freezes_without_stopping() {
     let bed = Bed::new(1);
-    let cfg = std::fs::read_to_string(&bed.config).unwrap().replace(
-        "snapshot:\n  size: 64M\n",
-        "snapshot:\n  size: 64M\n  modes: [suspend]\n",
-    );
-    std::fs::write(&bed.config, cfg).unwrap();
+    with_modes(&bed, "[suspend]");
     let hn1 = bed.hn("hn1");
     hn1.create_ve(161, "ve161.example.com", "10.10.0.161", true);
     let (o, dest) = backup(&bed, "ve161.example.com", "b161");
@@ -59,11 +64,7 @@ fn suspend_mode_freezes_without_stopping() {
 #[test]
 fn failed_resume_falls_back_to_a_start_loudly() {
     let bed = Bed::new(1);
-    let cfg = std::fs::read_to_string(&bed.config).unwrap().replace(
-        "snapshot:\n  size: 64M\n",
-        "snapshot:\n  size: 64M\n  modes: [suspend]\n",
-    );
-    std::fs::write(&bed.config, cfg).unwrap();
+    with_modes(&bed, "[suspend]");
     let hn1 = bed.hn("hn1");
     hn1.create_ve(162, "ve162.example.com", "10.10.0.162", true);
     hn1.fault("vzctl-resume", Some(1));
@@ -103,11 +104,7 @@ fn fallback_order_suspend_then_stop() {
 #[test]
 fn live_mode_never_stops_the_ve() {
     let bed = Bed::new(1);
-    let cfg = std::fs::read_to_string(&bed.config).unwrap().replace(
-        "snapshot:\n  size: 64M\n",
-        "snapshot:\n  size: 64M\n  modes: [live]\n",
-    );
-    std::fs::write(&bed.config, cfg).unwrap();
+    with_modes(&bed, "[live]");
     let hn1 = bed.hn("hn1");
     hn1.create_ve(164, "ve164.example.com", "10.10.0.164", true);
     let (o, dest) = backup(&bed, "ve164.example.com", "b164");
