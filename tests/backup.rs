@@ -287,40 +287,6 @@ fn spawn_bpc4(bed: &Bed, host: &str, dest: &Path, extra: &[&str]) -> std::proces
         .unwrap()
 }
 
-/// The bpc-ovz process rsync started (its child), found by parent PID.
-fn child_of(ppid: u32) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(secs) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: plain kill(2) on a PID this test started (through rsync).
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 /// bpc-ovz killed with SIGKILL while the VE is down (inside `lvcreate`): the HN still restarts
 /// the VE and, once the connection is gone, the guard removes the snapshot by itself.
 #[test]

@@ -517,40 +517,6 @@ fn bpc4_direct(config: &Path, host: &str) -> Output {
         .args(["rsync", "--server", "--sender", "-lr", ".", "/"]))
 }
 
-/// The bpc-ovz process rsync started (its child), found by parent PID.
-fn child_of(ppid: u32) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: plain kill(2) on a PID this test started (through rsync).
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 fn check_clean(n: &dyn Node) {
     let left = n.leftovers();
     assert!(left.is_empty(), "{} has leftovers: {left:?}", n.name());

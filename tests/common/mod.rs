@@ -635,6 +635,11 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
     out
 }
 
+/// The (first) child of `ppid`: the bpc-ovz that a test's rsync started.
+pub fn child_of(ppid: u32) -> Option<u32> {
+    children_of(ppid).into_iter().next()
+}
+
 /// The first child of `ppid` whose command name is `comm` (e.g. the bpc-ovz that rsync started).
 pub fn child_named(ppid: u32, comm: &str) -> Option<u32> {
     children_of(ppid)
