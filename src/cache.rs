@@ -49,8 +49,15 @@ impl CachedVe {
     }
 
     /// Back to what `vzlist` said, for the matching rules of `locate`; `None` if the entry is
-    /// damaged (a cache file is input like any other).
+    /// damaged (a cache file is input like any other: a host name or IP that `vzlist` output
+    /// could not have passed with is damage too).
     pub fn to_listed(&self) -> Option<ListedVe> {
+        if let Some(h) = &self.hostname {
+            crate::openvz::check_hostname(h).ok()?;
+        }
+        for ip in &self.ips {
+            crate::openvz::check_ip(ip).ok()?;
+        }
         let status = match self.status.as_str() {
             "running" => VeStatus::Running,
             "stopped" => VeStatus::Stopped,
@@ -63,6 +70,7 @@ impl CachedVe {
             status,
             hostname: self.hostname.clone(),
             ips: self.ips.clone(),
+            unusable: None,
         })
     }
 }
@@ -202,7 +210,8 @@ impl VeCache {
             .retain(|v| keep.contains(v.hn.as_str()) && !answered.contains_key(&v.hn));
         self.hns.retain(|h, _| keep.contains(h.as_str()));
         for (hn, ves) in answered {
-            for ve in ves {
+            // A VE its HN lists with an unusable value is refused on every run: not a hint.
+            for ve in ves.iter().filter(|v| v.unusable.is_none()) {
                 self.ves.push(CachedVe::from_listed(hn, ve, at));
             }
             self.hns.insert(
@@ -227,6 +236,9 @@ impl VeCache {
 
     /// Record that `hn` holds `ve` (and no other HN does), as a full scan just found.
     pub fn note(&mut self, hn: &str, ve: &ListedVe, at: u64) {
+        if ve.unusable.is_some() {
+            return;
+        }
         let id = ve.veid.as_str();
         self.ves.retain(|v| v.veid != id);
         self.ves.push(CachedVe::from_listed(hn, ve, at));
@@ -265,6 +277,7 @@ mod tests {
             status: VeStatus::Running,
             hostname: Some(host.into()),
             ips: vec![ip.into()],
+            unusable: None,
         }
     }
 
@@ -360,5 +373,35 @@ mod tests {
         );
         c.ves[0].veid = "1;reboot".into();
         assert!(c.hns_for("ve101.example.com", &none, None, &all).is_empty());
+    }
+
+    #[test]
+    fn unusable_ves_and_hostile_entries_are_never_hints() {
+        let mut bad = ve("102", "x", "10.0.0.2");
+        bad.hostname = None;
+        bad.unusable = Some("hostname \"a;b\" is not a valid DNS host name".into());
+        let mut c = VeCache::default();
+        let mut ans = BTreeMap::new();
+        ans.insert(
+            "hn1".to_string(),
+            vec![ve("101", "ve101.example.com", "10.0.0.1"), bad.clone()],
+        );
+        let all = ["hn1".to_string()];
+        c.merge(&all, &ans, &BTreeMap::new(), 1);
+        let ids: Vec<&str> = c.ves.iter().map(|v| v.veid.as_str()).collect();
+        assert_eq!(ids, vec!["101"], "only the usable VE is cached");
+        c.note("hn1", &bad, 2);
+        assert_eq!(c.ves.len(), 1);
+        // A cache file edited to hold hostile values: those entries match nothing.
+        let none = BTreeSet::new();
+        let ip: BTreeSet<IpAddr> = ["10.0.0.1".parse().unwrap()].into_iter().collect();
+        c.ves[0].hostname = Some("a;b".into());
+        assert!(c.hns_for("a;b", &none, None, &all).is_empty());
+        assert!(c.hns_for("x", &ip, None, &all).is_empty());
+        c.ves[0].hostname = Some("ve101.example.com".into());
+        c.ves[0].ips = vec!["10.0.0.1".into(), "$(id)".into()];
+        assert!(c.hns_for("x", &ip, None, &all).is_empty());
+        c.ves[0].ips = vec!["10.0.0.1".into()];
+        assert_eq!(c.hns_for("x", &ip, None, &all).len(), 1);
     }
 }

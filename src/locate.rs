@@ -2,6 +2,9 @@
 //!
 //! A VE is matched by a config alias (`ves:`), by host name, or by IP (the name resolved through
 //! the system resolver). Zero matches, or matches on two HNs, are errors naming the HNs asked.
+//! A match whose HN lists an unusable value for it ([`ListedVe::unusable`]: a host name that is
+//! not one, an IP that is not an address) is refused (71) right after the listing, before
+//! anything else runs on that HN; such a value never matches a name and is never cached.
 //!
 //! When the VE → HN cache written by `bpc-ovz refresh` names one HN for the VE, that HN alone is
 //! asked first (its `vzlist` must still list the VE); only if it does not is every HN asked, and
@@ -29,6 +32,15 @@ pub enum LocateError {
     },
     #[error("{host}: found on more than one HN: {found}")]
     Ambiguous { host: String, found: String },
+    /// The VE was found, but a value its HN lists for it is unusable (see
+    /// [`ListedVe::unusable`]): nothing but the read-only listing ran.
+    #[error("{host} is VE {veid} on {hn}: refused (only vzlist ran there): {why}")]
+    Unusable {
+        host: String,
+        hn: String,
+        veid: String,
+        why: String,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -38,6 +50,7 @@ impl LocateError {
         match self {
             LocateError::NotFoundSomeUnreachable { .. } => 255,
             LocateError::Config(_) => 1,
+            LocateError::Unusable { .. } => crate::EXIT_PRECONDITION,
             _ => crate::EXIT_NOT_FOUND,
         }
     }
@@ -266,6 +279,20 @@ async fn try_cache(
     }
 }
 
+/// A found VE whose HN listed a value bpc-ovz will not use is refused (its session closed).
+async fn usable(host: &str, l: Located) -> Result<Located, LocateError> {
+    let Some(why) = l.ve.unusable.clone() else {
+        return Ok(l);
+    };
+    l.session.close().await;
+    Err(LocateError::Unusable {
+        host: host.into(),
+        hn: l.hn.name.clone(),
+        veid: l.ve.veid.to_string(),
+        why,
+    })
+}
+
 /// After a full scan found HOST: teach the cache, if there is one (only `refresh` creates it).
 fn remember(cfg: &Config, hn: &Hn, ve: &ListedVe) {
     let Some(path) = &cfg.cache else { return };
@@ -299,7 +326,7 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
     let mut asked: Vec<String> = Vec::new();
     let mut unreachable = Vec::new();
     match try_cache(cfg, opts, host, &ips, alias_veid.as_deref(), &hns).await {
-        CacheTry::Found(l) => return Ok(l),
+        CacheTry::Found(l) => return usable(host, l).await,
         CacheTry::Miss => {}
         CacheTry::Unreachable(hn, e) => {
             asked.push(hn.name.clone());
@@ -352,7 +379,7 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
     }
     match found.len() {
         1 => {
-            let l = found.remove(0);
+            let l = usable(host, found.remove(0)).await?;
             remember(cfg, &l.hn, &l.ve);
             Ok(l)
         }
@@ -387,6 +414,7 @@ mod tests {
             status: VeStatus::Running,
             hostname: host.map(String::from),
             ips: ips.iter().map(|s| s.to_string()).collect(),
+            unusable: None,
         }
     }
 

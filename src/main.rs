@@ -36,7 +36,8 @@ pub const EXIT_REFUSED: i32 = 1;
 pub const EXIT_SIGNAL: i32 = 20;
 /// The VE was not found on any HN, or on more than one.
 pub const EXIT_NOT_FOUND: i32 = 70;
-/// Refused before any downtime: VE locked, no backup slot, no room for the snapshot, not on LVM.
+/// Refused before any downtime: VE locked, no backup slot, no room for the snapshot, not on LVM,
+/// or a value the HN lists for the VE that bpc-ovz will not use (host name, IP, VE paths).
 pub const EXIT_PRECONDITION: i32 = 71;
 /// An HN step failed (stop, snapshot, mount, ...); the VE was put back in its run state.
 pub const EXIT_HN_STEP: i32 = 72;
@@ -49,7 +50,7 @@ pub const EXIT_TRANSPORT: i32 = 255;
 
 pub const EXIT_CODES: &str = "Exit codes: 0 success; rsync's own code when rsync fails; 1 refused (usage, config, \
 command or path); 20 aborted by a signal; 70 VE not found or ambiguous; 71 refused before any downtime (VE \
-locked, no slot, no room, not on LVM); 72 an HN step failed (VE restored to its run state); 73 snapshot \
+locked, no slot, no room, not on LVM, an unusable value listed by the HN); 72 an HN step failed (VE restored to its run state); 73 snapshot \
 overflowed (torn backup); 74 cleanup incomplete; 255 SSH transport failure. \
 Admin commands: see `bpc-ovz refresh|check|sweep --help`.";
 
@@ -248,6 +249,7 @@ Exit codes (for $Conf{UserCmdCheckStatus}):
        reported but not fatal
   1    usage or config error, or the cache cannot be written
   70   HOST is on none of the HNs that may hold it (all of them answered), or on more than one
+  71   HOST is one VE, but its HN lists a host name or IP for it that bpc-ovz refuses
   255  HOST not found and an HN that may hold it did not answer; or no HN answered at all";
 
 const CHECK_HELP: &str = "Examples:

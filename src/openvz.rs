@@ -2,9 +2,14 @@
 //!
 //! Everything parsed here comes from an HN and is untrusted: a line that does not have the
 //! expected shape is reported, never guessed at, and no value is ever evaluated by a shell.
+//! Values are also checked where they are parsed ([`check_hostname`], [`check_ip`],
+//! [`check_ve_path`]): a VE whose HN lists one that fails is kept, marked
+//! [`ListedVe::unusable`], so that asking for it is refused with the field and the value (shown
+//! escaped and cut by [`shown`]) while the other VEs of that HN are unaffected. Quoting every
+//! value that reaches a remote shell stays, as a second guard.
 //! This module knows nothing about SSH, LVM or BackupPC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::quote::RemoteCmd;
@@ -74,8 +79,15 @@ impl fmt::Display for VeStatus {
 pub struct ListedVe {
     pub veid: VeId,
     pub status: VeStatus,
+    /// A valid DNS host name ([`check_hostname`]); a listed name that is not one is never kept.
     pub hostname: Option<String>,
+    /// Addresses that passed [`check_ip`].
     pub ips: Vec<String>,
+    /// Why this VE must not be backed up: a value its HN listed for it that bpc-ovz refuses to
+    /// use (the field and the value, escaped and truncated). Such a VE can still be matched by a
+    /// valid IP or a `ves:` alias, so that asking for it ends in this message, never in a backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unusable: Option<String>,
 }
 
 /// The remote command that lists VEs: two `vzlist` calls so that neither the host name nor the
@@ -142,7 +154,24 @@ pub fn parse_vzlist(
         let host = it.next().unwrap_or("").trim();
         match (VeId::parse(id), VeStatus::parse(st)) {
             (Ok(veid), Some(status)) => {
+                if let Some(ve) = ves.get_mut(&veid) {
+                    // vzlist prints one line per VE: a second one was made by a value holding
+                    // a line break (which may have spelled this line). Trust neither.
+                    ve.hostname = None;
+                    ve.unusable = Some(format!(
+                        "vzlist lists it twice (a value holding a line break?), the second time as {}",
+                        shown(t)
+                    ));
+                    continue;
+                }
+                let mut unusable = None;
                 let hostname = if host.is_empty() || host == "-" {
+                    None
+                } else if let Err(why) = check_hostname(host) {
+                    unusable = Some(format!(
+                        "hostname {} is not a valid DNS host name ({why})",
+                        shown(host)
+                    ));
                     None
                 } else {
                     Some(host.to_string())
@@ -154,14 +183,16 @@ pub fn parse_vzlist(
                         status,
                         hostname,
                         ips: Vec::new(),
+                        unusable,
                     },
                 );
             }
-            _ => warnings.push(format!("skipped vzlist line {:?}", truncate(line, 120))),
+            _ => warnings.push(format!("skipped vzlist line {}", shown(line))),
         }
     }
     let (ips, rc2) = &sections[1];
     if empty_list(ips, *rc2)?.is_none() {
+        let mut seen: BTreeSet<VeId> = BTreeSet::new();
         for line in ips {
             let t = line.trim();
             if t.is_empty() {
@@ -169,13 +200,136 @@ pub fn parse_vzlist(
             }
             let mut words = t.split_whitespace();
             let id = words.next().unwrap_or("");
-            match VeId::parse(id).ok().and_then(|v| ves.get_mut(&v)) {
-                Some(ve) => ve.ips = words.filter(|w| *w != "-").map(str::to_string).collect(),
-                None => warnings.push(format!("skipped vzlist line {:?}", truncate(line, 120))),
+            let Some(ve) = VeId::parse(id).ok().and_then(|v| ves.get_mut(&v)) else {
+                warnings.push(format!("skipped vzlist line {}", shown(line)));
+                continue;
+            };
+            if !seen.insert(ve.veid.clone()) {
+                ve.ips.clear();
+                ve.unusable.get_or_insert_with(|| {
+                    format!(
+                        "vzlist lists its IPs twice (a value holding a line break?), the second time as {}",
+                        shown(t)
+                    )
+                });
+                continue;
+            }
+            for w in words.filter(|w| *w != "-") {
+                match check_ip(w) {
+                    Ok(()) => ve.ips.push(w.to_string()),
+                    Err(why) => {
+                        if ve.unusable.is_none() {
+                            ve.unusable =
+                                Some(format!("ip {} is not an IP address ({why})", shown(w)));
+                        }
+                    }
+                }
             }
         }
     }
     Ok((ves.into_values().collect(), warnings))
+}
+
+/// Longest host name accepted (RFC 1123: 253 characters, without a trailing dot).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest host name label (RFC 1123).
+pub const MAX_LABEL: usize = 63;
+/// Longest VE_PRIVATE / VE_ROOT / LOCKDIR accepted (Linux's PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Characters of a VE path besides ASCII letters and digits: enough for every real layout, and
+/// nothing a shell (or a reader of a log line) would take for syntax.
+const PATH_CHARS: &str = "._-+@:,=/";
+
+/// A value an HN listed, for a message: escaped (`{:?}`: quotes, control characters and line
+/// breaks are shown, never acted on) and cut to 80 characters.
+pub fn shown(v: &str) -> String {
+    const N: usize = 80;
+    let n = v.chars().count();
+    if n > N {
+        let head: String = v.chars().take(N).collect();
+        format!("{head:?}... ({n} characters)")
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// A DNS host name as RFC 1123 has it (letters, digits, `-`, and `_` as real zones have it;
+/// labels of 1–63 characters, not starting or ending with `-`; at most 253 characters, one
+/// trailing dot allowed). `Err` says what is wrong (without the value).
+pub fn check_hostname(h: &str) -> Result<(), String> {
+    let name = h.strip_suffix('.').unwrap_or(h);
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!("it holds {c:?}"));
+    }
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > MAX_HOSTNAME {
+        return Err(format!(
+            "{} characters, more than {MAX_HOSTNAME}",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label".into());
+        }
+        if label.len() > MAX_LABEL {
+            return Err(format!(
+                "a label of {} characters, more than {MAX_LABEL}",
+                label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with `-`"));
+        }
+    }
+    Ok(())
+}
+
+/// A clean absolute path for VE_PRIVATE, VE_ROOT or LOCKDIR: starts with `/`, no `.` or `..`
+/// component, only ASCII letters, digits and `._-+@:,=/`, at most [`MAX_PATH`] bytes. `Err` says
+/// what is wrong (without the value).
+pub fn check_ve_path(p: &str) -> Result<(), String> {
+    if p.len() > MAX_PATH {
+        return Err(format!("{} bytes, more than {MAX_PATH}", p.len()));
+    }
+    if !p.starts_with('/') {
+        return Err("it is not absolute".into());
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || PATH_CHARS.contains(*c)))
+    {
+        return Err(format!("it holds {c:?}"));
+    }
+    if let Some(c) = p.split('/').find(|c| *c == "." || *c == "..") {
+        return Err(format!("it has a `{c}` component"));
+    }
+    Ok(())
+}
+
+/// An address as `vzlist -o ip` lists it: IPv4 or IPv6, optionally with `/PREFIX` or
+/// `/NETMASK`. `Err` says what is wrong (without the value).
+pub fn check_ip(w: &str) -> Result<(), String> {
+    let (addr, mask) = match w.split_once('/') {
+        Some((a, m)) => (a, Some(m)),
+        None => (w, None),
+    };
+    if addr.parse::<std::net::IpAddr>().is_err() {
+        return Err("the address does not parse".into());
+    }
+    if let Some(m) = mask {
+        let ok = (!m.is_empty() && m.len() <= 3 && m.chars().all(|c| c.is_ascii_digit()))
+            || m.parse::<std::net::Ipv4Addr>().is_ok();
+        if !ok {
+            return Err("the part after `/` is neither a prefix length nor a netmask".into());
+        }
+    }
+    Ok(())
 }
 
 /// rc 1 with "not found" is an empty list (vzctl prints `Container(s) not found`).
@@ -296,11 +450,195 @@ mod tests {
 
     #[test]
     fn vzlist_hostile_lines_are_skipped_not_trusted() {
-        let out = "       101 running $(reboot);`id` 'x\"\nrm -rf / running a\n       10;2 running b\n@@m rc 0\n       101 10.0.0.1\n@@m rc 0\n";
+        let out = "       101 running $(reboot);`id` 'x\"\nrm -rf / running a\n       10;2 running b\n       102 running ok.example.com\n@@m rc 0\n       101 10.0.0.1\n       102 10.0.0.2\n@@m rc 0\n";
         let (ves, warn) = parse_vzlist(out, M).unwrap();
-        assert_eq!(ves.len(), 1);
-        assert_eq!(ves[0].hostname.as_deref(), Some("$(reboot);`id` 'x\""));
+        assert_eq!(ves.len(), 2);
+        // The VE stays listed (its IP still finds it, to be refused), its host name is not kept.
+        assert_eq!(ves[0].hostname, None);
+        assert_eq!(ves[0].ips, vec!["10.0.0.1"]);
+        let why = ves[0].unusable.as_deref().unwrap();
+        assert!(
+            why.starts_with(
+                "hostname \"$(reboot);`id` 'x\\\"\" is not a valid DNS host name (it holds '$')"
+            ),
+            "{why}"
+        );
+        // The VE beside it is untouched.
+        assert_eq!(ves[1].hostname.as_deref(), Some("ok.example.com"));
+        assert_eq!(ves[1].unusable, None);
         assert_eq!(warn.len(), 2);
+        assert!(warn.iter().all(|w| !w.contains('\n')));
+    }
+
+    #[test]
+    fn vzlist_hostile_values_make_only_their_ve_unusable() {
+        let long = format!("{}.example.com", "l".repeat(3000));
+        let out = format!(
+            "       101 running a b.example.com\n       102 running ve\u{1b}[31m.example.com\n       103 running {long}\n       104 running ve\rx.example.com\n       105 running good.example.com\n       106 running -bad.example.com\n@@m rc 0\n       101 10.0.0.1\n       105 10.0.0.5 fd00::5/64 10.0.1.5/255.255.255.0\n       106 10.0.0.6;id 10.0.0.16\n@@m rc 0\n"
+        );
+        let (ves, _) = parse_vzlist(&out, M).unwrap();
+        let by: BTreeMap<&str, &ListedVe> = ves.iter().map(|v| (v.veid.as_str(), v)).collect();
+        for (id, needle) in [
+            (
+                "101",
+                "\"a b.example.com\" is not a valid DNS host name (it holds ' ')",
+            ),
+            (
+                "102",
+                "\"ve\\u{1b}[31m.example.com\" is not a valid DNS host name (it holds '\\u{1b}')",
+            ),
+            (
+                "103",
+                "... (3012 characters) is not a valid DNS host name (3012 characters, more than 253)",
+            ),
+            ("104", "(it holds '\\r')"),
+            ("106", "starts or ends with `-`"),
+        ] {
+            let why = by[id].unusable.as_deref().unwrap_or("");
+            assert!(why.contains(needle), "VE {id}: {why}");
+            assert!(
+                why.len() < 200 && !why.contains('\n'),
+                "VE {id}: short, one line: {why}"
+            );
+            assert_eq!(by[id].hostname, None);
+        }
+        assert_eq!(by["105"].unusable, None);
+        assert_eq!(
+            by["105"].ips,
+            vec!["10.0.0.5", "fd00::5/64", "10.0.1.5/255.255.255.0"]
+        );
+        // A hostile IP: the good one is kept (it finds the VE, to be refused), the bad one not.
+        assert_eq!(by["106"].ips, vec!["10.0.0.16"]);
+    }
+
+    #[test]
+    fn vzlist_a_line_break_in_a_value_cannot_pass_for_another_ve() {
+        // VE 101's host name "x\n 102 running victim.example.com" makes a line for VE 102.
+        let out = "       101 running x\n       102 running victim.example.com\n       102 running ve102.example.com\n@@m rc 0\n       101 10.0.0.1\n       102 10.0.0.2\n       102 10.6.6.6\n@@m rc 0\n";
+        let (ves, _) = parse_vzlist(out, M).unwrap();
+        assert_eq!(ves[0].hostname.as_deref(), Some("x"));
+        assert_eq!(ves[1].hostname, None);
+        assert!(
+            ves[1]
+                .unusable
+                .as_deref()
+                .unwrap()
+                .contains("lists it twice")
+        );
+        let out = "       102 running ve102.example.com\n@@m rc 0\n       102 10.0.0.2\n       102 10.6.6.6\n@@m rc 0\n";
+        let (ves, _) = parse_vzlist(out, M).unwrap();
+        assert!(ves[0].unusable.as_deref().unwrap().contains("IPs twice"));
+        assert!(ves[0].ips.is_empty());
+    }
+
+    #[test]
+    fn host_names_follow_rfc_1123() {
+        let l63 = "a".repeat(63);
+        let ok253 = format!("{l63}.{l63}.{l63}.{}", "b".repeat(61));
+        assert_eq!(ok253.len(), 253);
+        for good in [
+            "ve101",
+            "ve101.example.com",
+            "VE101.Example.COM.",
+            "_srv.x-y.example",
+            "1.2.3.4",
+            l63.as_str(),
+            ok253.as_str(),
+        ] {
+            assert_eq!(check_hostname(good), Ok(()), "{good:?}");
+        }
+        let long = format!("{ok253}c");
+        let l64 = "a".repeat(64);
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "-a",
+            "a-",
+            "a.-b",
+            "a b",
+            "a;b",
+            "a$(id)",
+            "a`id`",
+            "a'b",
+            "a\"b",
+            "a\nb",
+            "a\tb",
+            "a\u{1}b",
+            "a\u{7f}b",
+            "a/b",
+            "a\\b",
+            "é.example",
+            long.as_str(),
+            l64.as_str(),
+        ] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ve_paths_are_clean_absolute_paths_of_plain_characters() {
+        for good in [
+            "/vz/private/101",
+            "/var/lib/vz/root/101/",
+            "/srv/vz_1/p-2/a.b+c@d:e,f=g",
+            "//vz/private/101",
+        ] {
+            assert_eq!(check_ve_path(good), Ok(()), "{good:?}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH));
+        for (bad, why) in [
+            ("vz/private/101", "not absolute"),
+            ("", "not absolute"),
+            ("/vz/private/a b", "holds ' '"),
+            ("/vz/private/$(id)", "holds '$'"),
+            ("/vz/private/`id`", "holds '`'"),
+            ("/vz/private/1;2", "holds ';'"),
+            ("/vz/private/'1'", "holds '\\''"),
+            ("/vz/private/\"1", "holds '\"'"),
+            ("/vz/private/1\n2", "holds '\\n'"),
+            ("/vz/private/1\u{1b}2", "holds '\\u{1b}'"),
+            ("/vz/private/1*", "holds '*'"),
+            ("/vz/priv\u{e9}/1", "holds '\u{e9}'"),
+            ("/vz/root/../private/101", "`..` component"),
+            ("/vz/./private/101", "`.` component"),
+            (long.as_str(), "more than 4096"),
+        ] {
+            let e = check_ve_path(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ips_are_addresses_with_an_optional_prefix() {
+        for good in [
+            "10.0.0.1",
+            "10.0.0.1/24",
+            "10.0.0.1/255.255.255.0",
+            "fd00::1",
+            "fd00::1/64",
+        ] {
+            assert_eq!(check_ip(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "10.0.0.1;id",
+            "x",
+            "10.0.0.1/",
+            "10.0.0.1/24;id",
+            "$(id)",
+            "10.0.0.256",
+        ] {
+            assert!(check_ip(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shown_values_are_escaped_and_cut() {
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        let s = shown(&"x".repeat(3000));
+        assert!(s.starts_with(&format!("\"{}\"...", "x".repeat(80))), "{s}");
+        assert!(s.ends_with("(3000 characters)"), "{s}");
     }
 
     #[test]

@@ -186,10 +186,9 @@ pub fn parse(words: &[String]) -> Result<RsyncServer, ArgsError> {
         return Err(not_rsync());
     }
     // The word before --server is the rsync program (RsyncClientPath); earlier words may be a
-    // wrapper such as `nice -n 5`. The program itself is ignored: the HN's own rsync runs.
-    let prog = &words[server_at - 1];
-    let base = prog.rsplit('/').next().unwrap_or(prog);
-    if !(base == "rsync" || base.starts_with("rsync")) {
+    // wrapper such as `nice -n 5`. The program itself is ignored (the HN's own rsync runs), but
+    // a word that is not plainly an rsync (`rsync;id`, `rsync$(id)`, `/x|y/rsync`) is refused.
+    if !program_word_is(&words[server_at - 1], is_rsync_name) {
         return Err(not_rsync());
     }
     for w in &words[..server_at - 1] {
@@ -249,12 +248,37 @@ pub fn parse(words: &[String]) -> Result<RsyncServer, ArgsError> {
 
 /// Words allowed before the rsync program: `nice`, `ionice` and their numeric arguments.
 fn is_harmless_wrapper_word(w: &str) -> bool {
-    let base = w.rsplit('/').next().unwrap_or(w);
-    matches!(base, "nice" | "ionice" | "-n" | "-c")
+    matches!(w, "-n" | "-c")
+        || program_word_is(w, |b| matches!(b, "nice" | "ionice"))
         || w.trim_start_matches('-')
             .chars()
             .all(|c| c.is_ascii_digit())
             && !w.is_empty()
+}
+
+/// Longest program word accepted (Linux's PATH_MAX).
+const MAX_PROGRAM_WORD: usize = 4096;
+
+/// Whether `w` is plainly a program: a bare name or a path made only of ASCII letters, digits
+/// and `._-+/` (no shell syntax, blank or control character, not an option), whose last
+/// component `name_ok` accepts. Shared by the rsync and tar parsers.
+pub fn program_word_is(w: &str, name_ok: impl Fn(&str) -> bool) -> bool {
+    let base = w.rsplit('/').next().unwrap_or(w);
+    !w.is_empty()
+        && w.len() <= MAX_PROGRAM_WORD
+        && !w.starts_with('-')
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+/".contains(c))
+        && name_ok(base)
+}
+
+/// `rsync`, or `rsync` with a version-like suffix (`rsync3`, `rsync-3.2.7`, `rsync.static`).
+fn is_rsync_name(base: &str) -> bool {
+    match base.strip_prefix("rsync") {
+        Some("") => true,
+        Some(rest) => rest.starts_with(|c: char| c.is_ascii_digit() || "-._".contains(c)),
+        None => false,
+    }
 }
 
 /// The single-letter flags of a short-option word, up to `e` (whose value follows).
@@ -557,6 +581,56 @@ mod tests {
             assert!(parse(&w).is_err(), "{bad} must be refused");
         }
         assert!(parse(&words("nice -n 5 /usr/bin/rsync --server --sender -lr . /")).is_ok());
+    }
+
+    #[test]
+    fn the_program_word_must_be_plainly_an_rsync() {
+        for good in [
+            "rsync",
+            "/usr/bin/rsync",
+            "/usr/local/bin/rsync3",
+            "/opt/rsync-3.2.7/bin/rsync-3.2.7",
+            "rsync.static",
+            "/usr/bin/nice -n 5 /usr/bin/rsync",
+            "ionice -c 3 rsync",
+        ] {
+            let mut w = words(good);
+            w.extend(words("--server --sender -lr . /"));
+            assert!(parse(&w).is_ok(), "{good:?} is an rsync");
+        }
+        for bad in [
+            "rsync;id",
+            "rsync$(id)",
+            "rsync`id`",
+            "/usr/bin/rsync|x",
+            "rsync&&id",
+            "rsync>x",
+            "rsync'",
+            "rsync\"",
+            "rsync\nid",
+            "rsync\tx",
+            "rsync\u{1b}",
+            "rsync x",
+            "rsyncx",
+            "/tmp/$(id)/rsync",
+            "/tmp/a b/rsync",
+            "-rsync",
+            "/x;y/nice rsync",
+            "nice;id rsync",
+            "rsync*",
+        ] {
+            let mut w = vec![bad.to_string()];
+            if bad.contains(' ') && !bad.starts_with('/') || bad.starts_with("/x;y") {
+                w = bad.split(' ').map(String::from).collect();
+            }
+            w.extend(words("--server --sender -lr . /"));
+            let e = parse(&w).expect_err(bad);
+            assert!(matches!(e, ArgsError::NotRsyncServer(_)), "{bad:?}: {e}");
+        }
+        let long = format!("/{}/rsync", "a".repeat(MAX_PROGRAM_WORD));
+        let mut w = vec![long];
+        w.extend(words("--server --sender -lr . /"));
+        assert!(parse(&w).is_err(), "a program word longer than PATH_MAX");
     }
 
     #[test]

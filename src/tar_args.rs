@@ -7,7 +7,7 @@
 //! programs (`--to-command`, `-I`, `-T`, `--listed-incremental`, an `-f` other than `-`, ...), and
 //! rebuilds the argv with the `-C` directory replaced. It knows nothing about OpenVZ or LVM.
 
-use crate::rsync_args::{ArgsError, Direction};
+use crate::rsync_args::{ArgsError, Direction, program_word_is};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TarCmd {
@@ -93,7 +93,10 @@ pub fn parse(words: &[String]) -> Result<TarCmd, ArgsError> {
     };
     let mut i = 0;
     let mut env = Vec::new();
-    if words.first().map(|w| base(w) == "env").unwrap_or(false) {
+    if words
+        .first()
+        .is_some_and(|w| program_word_is(w, |b| b == "env"))
+    {
         i = 1;
         while let Some(w) = words.get(i) {
             match w.split_once('=') {
@@ -110,7 +113,9 @@ pub fn parse(words: &[String]) -> Result<TarCmd, ArgsError> {
         }
     }
     let prog = words.get(i).ok_or_else(not_tar)?;
-    if !matches!(base(prog), "tar" | "gtar" | "bsdtar") {
+    // Only the HN's own tar runs, but a word that is not plainly one (`tar;id`, `/x$(id)/tar`)
+    // is refused all the same.
+    if !program_word_is(prog, |b| matches!(b, "tar" | "gtar" | "bsdtar")) {
         return Err(not_tar());
     }
     i += 1;
@@ -229,10 +234,6 @@ fn set_dir(cur: Option<Direction>, d: Direction) -> Result<Option<Direction>, Ar
     }
 }
 
-fn base(w: &str) -> &str {
-    w.rsplit('/').next().unwrap_or(w)
-}
-
 fn short(s: &str) -> String {
     if s.chars().count() > 120 {
         format!("{}...", s.chars().take(117).collect::<String>())
@@ -321,6 +322,14 @@ mod tests {
             "tar -c -f - -C / ../..",
             "env PATH=/tmp tar -c -f - -C / .",
             "sh -c tar",
+            "tar;id -c -f - -C / .",
+            "tar$(id) -c -f - -C / .",
+            "/usr/bin/tar|x -c -f - -C / .",
+            "/tmp/$(id)/tar -c -f - -C / .",
+            "/tmp/`id`/gtar -c -f - -C / .",
+            "env;id LC_ALL=C tar -c -f - -C / .",
+            "/x$(id)/env LC_ALL=C tar -c -f - -C / .",
+            "tarx -c -f - -C / .",
             "tar -c -v -C / .",
             "tar -c -x -f - -C / .",
         ] {

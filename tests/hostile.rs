@@ -1,9 +1,10 @@
 //! Hostile and bad input: what an HN lists, what BackupPC (or whoever runs bpc-ovz) asks for,
 //! SSH keys and host keys, the config. Each is refused with a clear message before anything
 //! changes on an HN — checked against the simulated HN's own logs (`/var/log/vzsim/exec.log`: every
-//! command its sshd ran; `commands.log`: every vzctl/vzlist/lvm call) — or, for values an HN lists
-//! that are merely unusual (a host name or a VE_PRIVATE full of shell syntax), proven inert: they
-//! reach the HN only single-quoted, and nothing they spell ever runs.
+//! command its sshd ran; `commands.log`: every vzctl/vzlist/lvm call). A value an HN lists for a
+//! VE (host name, IP, VE_PRIVATE, VE_ROOT) that is not plainly a name, an address or a path
+//! refuses that VE alone: only the read-only listing (or probe) ran, nothing the value spells
+//! runs, and the other VEs of that HN still back up.
 
 mod common;
 
@@ -79,6 +80,26 @@ impl Logs {
         );
     }
 
+    /// Only the read-only listing ran (`vzlist`): no probe, no guard, no other tool.
+    fn only_listed(&self, hn: &Hn, what: &str) {
+        let exec = hn.exec_log();
+        let new = exec.strip_prefix(&self.exec).unwrap_or(&exec);
+        for l in new.lines() {
+            let cmd = l.split_once(' ').map(|(_, c)| c).unwrap_or("");
+            assert!(
+                cmd.starts_with("vzlist -a -H -o veid,status,hostname 2>&1; echo "),
+                "{what}: {} was asked to run `{cmd}`",
+                hn.name
+            );
+        }
+        let cmds = hn.commands_log();
+        let new = cmds.strip_prefix(&self.commands).unwrap_or(&cmds);
+        for l in new.lines() {
+            let tool = l.split_whitespace().nth(1).unwrap_or("");
+            assert_eq!(tool, "vzlist", "{what}: {} ran `{l}`", hn.name);
+        }
+    }
+
     /// Only bpc-ovz's read-only locate and probe ran: no guard, nothing that changes state.
     fn only_read(&self, hn: &Hn, what: &str) {
         let exec = hn.exec_log();
@@ -122,81 +143,240 @@ fn payload(tag: &str) -> String {
     )
 }
 
+/// How bpc-ovz shows a value an HN listed, cut to its first `n` characters: escaped as Rust's
+/// `{:?}` does, without the closing quote (the message goes on with `...` when it is longer).
+fn escaped_prefix(v: &str, n: usize) -> String {
+    let head: String = v.chars().take(n).collect();
+    let e = format!("{head:?}");
+    e[..e.len() - 1].to_string()
+}
+
+/// Set `KEY="value"` in a VE's config on the HN (written from the host: no shell sees `value`).
+fn set_conf(hn: &Hn, id: u32, key: &str, value: &str) {
+    let conf = hn.path(&format!("/etc/vz/conf/{id}.conf"));
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    let mut found = false;
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.starts_with(&format!("{key}=")) {
+            out.push_str(&format!("{key}=\"{value}\"\n"));
+            found = true;
+        } else {
+            out.push_str(&format!("{l}\n"));
+        }
+    }
+    assert!(found, "{key} in {id}.conf");
+    std::fs::write(&conf, out).expect("conf");
+}
+
 #[test]
-fn hostile_host_names_and_paths_listed_by_the_hn_never_run() {
+fn hostile_values_listed_by_the_hn_are_refused_and_other_ves_still_back_up() {
     let bed = Bed::new(1);
     info_level(&bed.config);
     let hn = &bed.hns[0];
-    hn.create_ve(401, "ve401.example.com", "10.10.4.1", true);
-    hn.create_ve(402, "ve402.example.com", "10.10.4.2", true);
-    hn.create_ve(403, "ve403.example.com", "10.10.4.3", true);
-    // VE 401: a host name full of shell syntax; VE 403: a very long host name.
+    // VE 400 is well-behaved; every other VE on the same HN has one hostile value.
+    hn.create_ve(400, "ve400.example.com", "10.10.4.100", true);
+    for id in 401..=405 {
+        hn.create_ve(
+            id,
+            &format!("ve{id}.example.com"),
+            &format!("10.10.4.{}", id - 400),
+            true,
+        );
+    }
+    for id in 406..=407 {
+        hn.create_ve(
+            id,
+            &format!("ve{id}.example.com"),
+            &format!("10.10.4.{}", id - 400),
+            false,
+        );
+    }
+    // 401: a host name full of shell syntax (`;`, `$(...)`, backticks, quotes, `&&`, `|`,
+    // spaces); 403: 3012 characters; 404: control characters (ESC, BEL, CR, tab).
     let evil_host = payload("host");
     let long_host = format!("{}.example.com", "l".repeat(3000));
-    let set_host = |id: u32, h: &str| {
-        let conf = hn.path(&format!("/etc/vz/conf/{id}.conf"));
-        let text = std::fs::read_to_string(&conf).expect("conf");
-        let text: String = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("HOSTNAME=") {
-                    format!("HOSTNAME=\"{h}\"\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        std::fs::write(&conf, text).expect("conf");
-    };
-    set_host(401, &evil_host);
-    set_host(403, &long_host);
-    // VE 402: VE_PRIVATE (on the LV) whose path holds the same syntax and a space.
+    let ctrl_host = "ve404\u{1b}[2J\u{7}.example\r.com\tx";
+    set_conf(hn, 401, "HOSTNAME", &evil_host);
+    set_conf(hn, 403, "HOSTNAME", &long_host);
+    set_conf(hn, 404, "HOSTNAME", ctrl_host);
+    // 402: VE_PRIVATE (still on the LV, really holding the VE) spelling shell syntax and
+    // blanks; 405: VE_PRIVATE with a single space.
     let evil_dir = format!("/vz/private/{}", payload("path").replace('/', "_"));
-    let conf = hn.path("/etc/vz/conf/402.conf");
-    let text = std::fs::read_to_string(&conf).expect("conf");
-    std::fs::write(
-        &conf,
-        text.replace(
-            "VE_PRIVATE=\"/vz/private/$VEID\"",
-            &format!("VE_PRIVATE=\"{evil_dir}\""),
-        ),
-    )
-    .expect("conf");
-    hn.exec_ok("vzctl stop 402 >/dev/null");
-    std::fs::rename(hn.path("/vz/private/402"), hn.path(&evil_dir)).expect("move private");
-    hn.exec_ok("vzctl start 402 >/dev/null");
-    let listed = hn.exec_ok("vzlist -a -H -o veid,status,hostname");
-    assert!(listed.contains(&evil_host), "{listed}");
-    assert!(listed.contains(&long_host));
+    let space_dir = "/vz/private/ve 405".to_string();
+    for (id, dir) in [(402, &evil_dir), (405, &space_dir)] {
+        hn.exec_ok(&format!("vzctl stop {id} >/dev/null"));
+        std::fs::rename(hn.path(&format!("/vz/private/{id}")), hn.path(dir)).expect("move");
+        set_conf(hn, id, "VE_PRIVATE", dir);
+        hn.exec_ok(&format!("vzctl start {id} >/dev/null"));
+    }
+    // 406 (stopped): a VE_ROOT with a command substitution; 407 (stopped): an IP that is not one.
+    let evil_root = format!("/vz/root/406$(touch {PWNED}-root)");
+    set_conf(hn, 406, "VE_ROOT", &evil_root);
+    let evil_ip = format!("10.10.4.17;touch {PWNED}-ip");
+    set_conf(hn, 407, "IP_ADDRESS", &format!("10.10.4.7 {evil_ip}"));
+    let listed = hn.exec_ok("vzlist -a -H -o veid,status,hostname; vzlist -a -H -o veid,ip");
+    for v in [&evil_host, &long_host, ctrl_host, &evil_ip] {
+        assert!(listed.contains(v), "the HN lists {v:?}: {listed}");
+    }
+    let running_before: Vec<(u32, bool)> = (400..=407).map(|id| (id, hn.ve_running(id))).collect();
 
-    // The VE with the hostile host name, by IP; the one with the hostile path, by name; the one
-    // with the long name, by that name.
-    for (host, id, private) in [
-        ("10.10.4.1", 401, "/vz/private/401".to_string()),
-        ("ve402.example.com", 402, evil_dir.clone()),
-        (long_host.as_str(), 403, "/vz/private/403".to_string()),
-    ] {
-        let dest = bed.path(&format!("b{id}-{}", host.len()));
-        let f = Backup::start(&bed, &bed.config, host, &dest, &[]).finish();
-        assert_eq!(f.code, Some(0), "VE {id}:\n{}", f.stderr);
-        assert_eq!(
-            std::fs::read(dest.join("home/u/file")).expect("backup"),
-            std::fs::read(hn.path(&format!("{private}/home/u/file"))).expect("VE file"),
-            "VE {id}: the backup read the VE's own files"
-        );
-        assert!(hn.ve_running(id));
+    // Each hostile VE, asked for by an IP (and 402 also by its name): refused (71) with one line
+    // naming the HN, the VE, the field and the value (escaped, cut); only reads ran on the HN.
+    let at_locate: &[(&str, u32, &str, String, &str)] = &[
+        (
+            "10.10.4.1",
+            401,
+            "hostname",
+            escaped_prefix(&evil_host, 40),
+            "it holds ';'",
+        ),
+        (
+            "10.10.4.3",
+            403,
+            "hostname",
+            escaped_prefix(&long_host, 80),
+            "(3012 characters)",
+        ),
+        (
+            "10.10.4.4",
+            404,
+            "hostname",
+            "\"ve404\\u{1b}[2J\\u{7}.example\\r.com\\tx\"".into(),
+            "it holds '\\u{1b}'",
+        ),
+        (
+            "10.10.4.7",
+            407,
+            "ip",
+            format!("{:?}", "10.10.4.17;touch"),
+            "is not an IP address",
+        ),
+    ];
+    let at_probe: &[(&str, u32, &str, String, &str)] = &[
+        (
+            "10.10.4.2",
+            402,
+            "VE_PRIVATE",
+            escaped_prefix(&evil_dir, 40),
+            "it holds ';'",
+        ),
+        (
+            "ve402.example.com",
+            402,
+            "VE_PRIVATE",
+            escaped_prefix(&evil_dir, 40),
+            "it holds ';'",
+        ),
+        (
+            "10.10.4.5",
+            405,
+            "VE_PRIVATE",
+            format!("{space_dir:?}"),
+            "it holds ' '",
+        ),
+        (
+            "10.10.4.6",
+            406,
+            "VE_ROOT",
+            escaped_prefix(&evil_root, 40),
+            "it holds '$'",
+        ),
+    ];
+    for (cases, only_vzlist) in [(at_locate, true), (at_probe, false)] {
+        for (host, id, field, value, why) in cases {
+            let before = Logs::of(hn);
+            let o = bpc_ovz(&bed.config, host, SENDER, b"");
+            let ve = format!("VE {id}");
+            refused(&o, 71, &["hn1", &ve, field, value, why, "refused"]);
+            let last = stderr(&o).trim().lines().last().unwrap_or("").to_string();
+            assert!(last.len() < 400, "{host}: a short line: {last}");
+            assert!(
+                !last.contains(&long_host[..200]) && !last.contains('\u{1b}'),
+                "{host}: the value is escaped and cut: {last}"
+            );
+            if only_vzlist {
+                before.only_listed(hn, host);
+            } else {
+                before.only_read(hn, host);
+            }
+            assert_not_pwned(hn);
+        }
+    }
+    // The hostile names themselves, as the BackupPC host (no rsync client could pass them; bpc-ovz
+    // is run as rsync_bpc would run it): they match nothing.
+    for host in [evil_host.as_str(), long_host.as_str(), ctrl_host] {
+        let before = Logs::of(hn);
+        let o = bpc_ovz(&bed.config, host, SENDER, b"");
+        refused(&o, 70, &["no VE with that name"]);
+        before.only_listed(hn, &escaped_prefix(host, 40));
         assert_not_pwned(hn);
     }
-    // The hostile name itself as the BackupPC host (no rsync client could pass it: it holds a
-    // `/`, so bpc-ovz is run as rsync_bpc would run it): it is just a name to match.
-    let o = bpc_ovz(&bed.config, &evil_host, SENDER, b"");
-    assert!(stderr(&o).contains("is VE 401 on hn1"), "{}", stderr(&o));
-    assert!(hn.ve_running(401));
+    let running_after: Vec<(u32, bool)> = (400..=407).map(|id| (id, hn.ve_running(id))).collect();
+    assert_eq!(running_after, running_before, "no VE changed its run state");
+
+    // `refresh` lists them all, caches none of the hostile values, says which VEs it left out,
+    // and refuses one of them as HOST (71).
+    let o = run(Command::new(bin())
+        .args(["refresh", "--config"])
+        .arg(&bed.config));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    for id in [401, 403, 404, 407] {
+        assert!(
+            e.contains(&format!(
+                "VE {id} is not cached and its backups are refused"
+            )),
+            "refresh names VE {id}: {e}"
+        );
+    }
+    assert!(e.lines().all(|l| !l.contains('\u{1b}')), "{e}");
+    let cache = std::fs::read_to_string(bed.cache_path()).expect("cache");
+    for bad in ["bpcovz-pwned", "lllllllll", "\\u001b", "ve404"] {
+        assert!(!cache.contains(bad), "the cache holds {bad:?}: {cache}");
+    }
+    assert!(cache.contains("ve400.example.com"), "{cache}");
+    let o = run(Command::new(bin())
+        .args(["refresh", "--config"])
+        .arg(&bed.config)
+        .arg("10.10.4.1"));
+    assert_eq!(o.status.code(), Some(71), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("VE 401 on hn1") && out.contains("REFUSED"),
+        "{out}"
+    );
+
+    // `check` reads every VE's VE_PRIVATE through `vzlist`: it does not choke on them, and it
+    // fails the two a backup would refuse (402: shell syntax, 405: a space), naming each.
+    let o = run(Command::new(bin())
+        .args(["check", "--json", "--config"])
+        .arg(&bed.config));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(75), "{out}{}", stderr(&o));
+    assert!(out.contains("8 VEs"), "{out}");
+    assert!(out.contains("6/8"), "{out}");
+    for needle in [
+        "VE 402: VE_PRIVATE",
+        "VE 405: VE_PRIVATE \\\"/vz/private/ve 405\\\" refused: it holds ' '",
+    ] {
+        assert!(out.contains(needle), "{needle} in {out}");
+    }
     assert_not_pwned(hn);
-    // The hostile path reached the HN only single-quoted.
-    let exec = hn.exec_log();
-    let quoted = format!("'{}'", evil_dir.replace('\'', "'\\''"));
-    assert!(exec.contains(&quoted), "quoted path in exec.log");
+
+    // The well-behaved VE on the same HN backs up, by name (through the cache) and by IP.
+    for (n, host) in ["ve400.example.com", "10.10.4.100"].into_iter().enumerate() {
+        let dest = bed.path(&format!("b400-{n}"));
+        let f = Backup::start(&bed, &bed.config, host, &dest, &[]).finish();
+        assert_eq!(f.code, Some(0), "VE 400 by {host}:\n{}", f.stderr);
+        assert_eq!(
+            std::fs::read(dest.join("home/u/file")).expect("backup"),
+            std::fs::read(hn.path("/vz/private/400/home/u/file")).expect("VE file"),
+            "the backup read VE 400's own files"
+        );
+    }
+    assert!(hn.ve_running(400));
+    assert_not_pwned(hn);
     assert!(hn.leftovers().is_empty(), "{:?}", hn.leftovers());
 }
 
@@ -229,13 +409,13 @@ fn ve_private_outside_any_lv_and_unusable_paths_are_refused_before_any_downtime(
         (
             "ve412.example.com",
             412,
-            72,
+            71,
             &["VE 412", "VE_PRIVATE", "not a clean absolute path"][..],
         ),
         (
             "ve413.example.com",
             413,
-            72,
+            71,
             &["VE 413", "VE_ROOT", "not a clean absolute path"][..],
         ),
     ] {
@@ -291,6 +471,59 @@ fn remote_commands_options_and_paths_that_reach_outside_are_refused_before_conne
         (s(&["sh", "-c", "rsync --server --sender . /"]), "neither"),
         (s(&["nice", "-n", "5", "sh", "--server"]), "neither"),
         (s(&["cat", "/etc/shadow"]), "neither"),
+        // A program word that only starts (or ends) like rsync or tar: shell syntax, blanks.
+        (
+            s(&["rsync;id", "--server", "--sender", "-lr", ".", "/"]),
+            "neither an rsync server nor",
+        ),
+        (
+            s(&["rsync$(id)", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["rsync`id`", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["/usr/bin/rsync|x", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["rsync&&id", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["/tmp/$(id)/rsync", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["rsync\nid", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["rsync\u{1b}[2J", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["nice;id", "rsync", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["rsyncd", "--server", "--sender", "-lr", ".", "/"]),
+            "neither",
+        ),
+        (
+            s(&["tar;id", "-c", "-f", "-", "-C", "/", "."]),
+            "neither an rsync server nor",
+        ),
+        (
+            s(&["/x$(id)/tar", "-c", "-f", "-", "-C", "/", "."]),
+            "not an rsync or tar server command",
+        ),
+        (
+            s(&["env;id", "LC_ALL=C", "tar", "-c", "-f", "-", "-C", "/", "."]),
+            "not an rsync or tar server command",
+        ),
         // Options that name HN files or run programs.
         (
             s(&[
@@ -618,10 +851,38 @@ fn malformed_configs_are_refused_with_the_file_and_the_key() {
             format!("{good}concurrency:\n  per_hn: 0\n"),
             vec![cfg.as_str(), "concurrency.per_hn"],
         ),
+        // Type errors, which serde only places by line and column: the key is named too.
         (
-            // serde's type errors name the line, not the key.
             format!("{good}concurrency:\n  per_hn: many\n"),
-            vec![cfg.as_str(), "line 18"],
+            vec![cfg.as_str(), "key `concurrency.per_hn`", "line 18"],
+        ),
+        (
+            format!("{good}concurrency: {{per_hn: \"lots\"}}\n"),
+            vec![cfg.as_str(), "key `concurrency.per_hn`", "invalid u32"],
+        ),
+        (
+            good.replace("size: 64M", "size: [1]"),
+            vec![cfg.as_str(), "key `snapshot.size`"],
+        ),
+        (
+            good.replace("  agent: false\n", "  agent: maybe\n"),
+            vec![cfg.as_str(), "key `ssh.agent`"],
+        ),
+        (
+            good.replace("  known_hosts: [", "  known_hosts: [{a: 1}, "),
+            vec![cfg.as_str(), "key `ssh.known_hosts[0]`"],
+        ),
+        (
+            good.replace("    user: root\n", "    user: [root]\n"),
+            vec![cfg.as_str(), "key `hns[0]`"],
+        ),
+        (
+            format!("{good}ves:\n  web.example.com: {{veid: [101]}}\n"),
+            vec![cfg.as_str(), "key `ves.web.example.com.veid`"],
+        ),
+        (
+            format!("{good}lease:\n  ttl: {{a: 1}}\n"),
+            vec![cfg.as_str(), "key `lease.ttl`"],
         ),
         (
             good.replace(

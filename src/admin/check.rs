@@ -202,13 +202,15 @@ pub fn check_probe() -> String {
          echo \"$M sec lvm\"; lvm version 2>/dev/null | head -n 1\n\
          echo \"$M sec vzctl\"; vzctl --version 2>&1 | head -n 1\n\
          echo \"$M sec private\"; out=$(vzlist -a -H -o veid,private 2>&1); rc=$?\n\
-         printf '%s\\n' \"$out\" | while read -r id p rest; do if [ -n \"$p\" ] && r=$(readlink -f -- \"$p\" 2>/dev/null) && [ -n \"$r\" ]; then if [ -f \"$r/root.hdd/DiskDescriptor.xml\" ]; then echo \"$id $r ploop\"; else echo \"$id $r\"; fi; else echo \"$id - $p $rest\"; fi; done\n\
+         printf '%s\\n' \"$out\" | while read -r id p; do if [ -n \"$p\" ] && r=$(readlink -f -- \"$p\" 2>/dev/null) && [ -n \"$r\" ]; then if [ -f \"$r/root.hdd/DiskDescriptor.xml\" ]; then printf '%s ploop %s\\n' \"$id\" \"$r\"; else printf '%s dir %s\\n' \"$id\" \"$r\"; fi; else printf '%s - %s\\n' \"$id\" \"$p\"; fi; done\n\
          echo \"$M rc private $rc\"\n\
          echo \"$M sec vzlist_err\"; [ $rc = 0 ] || printf '%s\\n' \"$out\"\n\
          echo \"$M sec lvs_all\"; {lvs} 2>&1; echo \"$M rc lvs_all $?\"\n\
          echo \"$M sec vgs\"; {vgs} 2>&1; echo \"$M rc vgs $?\"\n\
-         {left}",
+         {left}\n\
+         {ploop}",
         left = leftovers_probe(),
+        ploop = crate::admin::sweep::ploop_probe(None),
     )
 }
 
@@ -296,15 +298,20 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
     let mut ves: Vec<(String, Option<String>, bool)> = Vec::new();
     if vzlist_ok {
         for l in s.get("private").lines() {
-            let mut w = l.split_whitespace();
-            let (Some(id), Some(p)) = (w.next(), w.next()) else {
+            // `VEID KIND PATH`: KIND is ploop, dir (PATH resolved) or - (PATH as listed, not
+            // resolvable); PATH is the rest of the line, blanks and all.
+            let mut w = l.splitn(3, ' ');
+            let (Some(id), Some(kind), Some(p)) = (w.next(), w.next(), w.next()) else {
                 continue;
             };
             if crate::openvz::VeId::parse(id).is_err() {
                 continue;
             }
-            let ploop = w.next() == Some("ploop");
-            ves.push((id.to_string(), (p != "-").then(|| p.to_string()), ploop));
+            ves.push((
+                id.to_string(),
+                (kind != "-").then(|| p.to_string()),
+                kind == "ploop",
+            ));
         }
         out.push(mk("vzlist", Status::Ok, format!("{} VEs", ves.len()), ""));
     } else if !has("vzlist") {
@@ -341,6 +348,17 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
     } else {
         let mut bad = Vec::new();
         for (id, path, ploop) in &ves {
+            // The same rule a backup applies: a path bpc-ovz would refuse is a failed check.
+            if let Some(why) = path
+                .as_deref()
+                .and_then(|p| crate::openvz::check_ve_path(p).err())
+            {
+                bad.push(format!(
+                    "VE {id}: VE_PRIVATE {} refused: {why}",
+                    crate::openvz::shown(path.as_deref().unwrap_or_default())
+                ));
+                continue;
+            }
             if *ploop && path.is_some() {
                 // Snapshotted by ploop itself (the ploop backend), wherever the image lives.
                 continue;
@@ -426,8 +444,13 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
     }
     // bpc-ovz's own leftovers
     let left = parse_leftovers(s);
-    let stale: Vec<String> = left.stale().map(|l| l.describe()).collect();
-    let in_use = left.in_use().count();
+    let (ploops, ploop_foreign) = crate::admin::sweep::parse_ploop(s);
+    let stale: Vec<String> = left
+        .stale()
+        .map(|l| l.describe())
+        .chain(ploops.iter().filter(|p| !p.in_use).map(|p| p.describe()))
+        .collect();
+    let in_use = left.in_use().count() + ploops.iter().filter(|p| p.in_use).count();
     let (status, value) = if !stale.is_empty() {
         (Status::Fail, format!("{} stale", stale.len()))
     } else if in_use > 0 {
@@ -443,6 +466,7 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
         ));
     }
     detail.extend(left.foreign.iter().cloned());
+    detail.extend(ploop_foreign);
     out.push(mk("leftovers", status, value, detail.join("; ")));
     out
 }
@@ -528,7 +552,7 @@ mod tests {
         @@m sec rsync\nrsync  version 3.2.7  protocol version 31\n\
         @@m sec lvm\n  LVM version:     2.03.16(2) (2022-05-18)\n\
         @@m sec vzctl\nvzctl version 4.9.4\n\
-        @@m sec private\n101 /vz/private/101\n102 /srv/private/102\n103 /srv/private/103 ploop\n@@m rc private 0\n@@m sec vzlist_err\n\
+        @@m sec private\n101 dir /vz/private/101\n102 dir /srv/private/102\n103 ploop /srv/private/103\n104 dir /vz/private/a b\n@@m rc private 0\n@@m sec vzlist_err\n\
         @@m sec lvs_all\n  vg-data:vz:536870912:-wi-ao----::::\n@@m rc lvs_all 0\n\
         @@m sec vgs\n  vg-data:2147483648:104857600\n@@m rc vgs 0\n\
         @@m sec lvs\n@@m sec mnt\n@@m sec state\n@@m sec lockfiles\n@@m sec locks\n\
@@ -543,10 +567,16 @@ mod tests {
         assert_eq!(get("rsync").value, "3.2.7");
         assert_eq!(get("lvm2").value, "2.03.16");
         assert_eq!(get("vzctl").value, "4.9.4");
-        assert_eq!(get("vzlist").value, "3 VEs");
+        assert_eq!(get("vzlist").value, "4 VEs");
         let v = get("ve-on-lv");
         // 103 is a ploop VE: snapshotted by ploop, wherever its image is.
-        assert_eq!((v.status, v.value.as_str()), (Status::Fail, "2/3"));
+        assert_eq!((v.status, v.value.as_str()), (Status::Fail, "2/4"));
+        assert!(
+            v.detail
+                .contains("VE 104: VE_PRIVATE \"/vz/private/a b\" refused: it holds ' '"),
+            "{}",
+            v.detail
+        );
         assert!(
             v.detail
                 .contains("VE 102: /srv/private/102 is on /dev/sda1 (ext4)"),

@@ -6,6 +6,8 @@
 //!   on exactly one HN;
 //! - 1: usage or config error, or the cache cannot be written;
 //! - 70: HOST is on none of the HNs that may hold it (all of them answered), or on more than one;
+//! - 71: HOST is one VE, but its HN lists a value for it that bpc-ovz refuses (a host name that is
+//!   not a DNS name, an IP that is not an address): its backups are refused;
 //! - 255: HOST was not found and an HN that may hold it did not answer; or no HN answered at all.
 //!
 //! Output: one summary line on stdout; one line per unreachable HN on stderr.
@@ -18,7 +20,7 @@ use crate::cache::{self, VeCache};
 use crate::config::Config;
 use crate::locate;
 use crate::openvz::ListedVe;
-use crate::{EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_TRANSPORT};
+use crate::{EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_REFUSED, EXIT_TRANSPORT};
 
 pub struct Args {
     pub host: Option<String>,
@@ -62,6 +64,14 @@ pub async fn run(cfg: &Config, args: Args) -> i32 {
             Ok((ves, warns)) => {
                 for w in warns {
                     eprintln!("bpc-ovz refresh: {}: {w}", hn.name);
+                }
+                for v in &ves {
+                    if let Some(why) = &v.unusable {
+                        eprintln!(
+                            "bpc-ovz refresh: {}: VE {} is not cached and its backups are refused: {why}",
+                            hn.name, v.veid
+                        );
+                    }
                 }
                 answered.insert(hn.name.clone(), ves);
             }
@@ -114,11 +124,13 @@ pub async fn run(cfg: &Config, args: Args) -> i32 {
             locate::resolve(host).await
         };
         let mut found: Vec<String> = Vec::new();
+        let mut refused: Option<String> = None;
         for hn in &may_hold {
             if let Some(ves) = answered.get(&hn.name) {
                 for v in ves {
                     if locate::matches(host, &ips, alias_veid.as_deref(), v) {
                         found.push(format!("VE {} on {} ({})", v.veid, hn.name, v.status));
+                        refused = v.unusable.clone();
                     }
                 }
             }
@@ -129,7 +141,13 @@ pub async fn run(cfg: &Config, args: Args) -> i32 {
             .map(|h| h.name.as_str())
             .collect();
         host_note = match (found.len(), silent.is_empty()) {
-            (1, _) => format!("; {host} is {}", found[0]),
+            (1, _) => match &refused {
+                None => format!("; {host} is {}", found[0]),
+                Some(why) => {
+                    code = code.max(EXIT_PRECONDITION);
+                    format!("; {host} is {}, REFUSED: {why}", found[0])
+                }
+            },
             (0, true) => {
                 code = code.max(EXIT_NOT_FOUND);
                 format!(
