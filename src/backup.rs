@@ -20,7 +20,8 @@ use crate::quote::{RemoteCmd, quote};
 use crate::relay::{StderrSink, relay};
 use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
 use crate::snapshot::{
-    HN_STATE_DIR, LvmThick, ModeChain, Ploop, Quiesce, SNAP_PREFIX, SnapshotBackend,
+    BackendChoice, HN_STATE_DIR, LvmThick, ModeChain, Ploop, Quiesce, SNAP_PREFIX, SnapshotBackend,
+    Storage, choose_backend,
 };
 use crate::ssh::{ExitOutcome, RemoteProc, Session};
 use crate::{
@@ -160,12 +161,14 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         ("VE_ROOT", &ve_root),
         ("LOCKDIR", &lockdir),
     ] {
-        if !v.starts_with('/') || v.contains('\n') || v.split('/').any(|c| c == "..") {
+        // Untrusted (the HN's config): refused unless plain; quoting stays as a second guard.
+        if let Err(why) = openvz::check_ve_path(v) {
             return Err(Fail::new(
-                EXIT_HN_STEP,
+                EXIT_PRECONDITION,
                 format!(
-                    "{}: VE {veid}: {k}={v:?} is not a clean absolute path",
-                    hn.name
+                    "{}: VE {veid}: refused, nothing was changed there: {k} {} is not a clean absolute path ({why})",
+                    hn.name,
+                    openvz::shown(v)
                 ),
             ));
         }
@@ -191,6 +194,16 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
             format!(
                 "{}: VE {veid}: VE_PRIVATE {private} cannot be resolved: {resolved}",
                 hn.name
+            ),
+        ));
+    }
+    if let Err(why) = openvz::check_ve_path(&resolved) {
+        return Err(Fail::new(
+            EXIT_PRECONDITION,
+            format!(
+                "{}: VE {veid}: refused, nothing was changed there: VE_PRIVATE {private} resolves to {}, not a clean absolute path ({why})",
+                hn.name,
+                openvz::shown(&resolved)
             ),
         ));
     }
@@ -414,6 +427,27 @@ pub struct SnapshotPart {
     pub warnings: Vec<String>,
 }
 
+/// How the VE's private area is stored (what `snapshot.backend: auto` picks from).
+pub fn storage_of(facts: &VeFacts) -> Storage {
+    if facts.layout == "ploop" {
+        return Storage::Ploop;
+    }
+    match (&facts.lv, &facts.vg) {
+        (Some(lv), Some(_)) if !(lv.attr.starts_with('s') || lv.attr.starts_with('S')) => {
+            if lv.attr.starts_with('V') {
+                Storage::ThinLv
+            } else {
+                Storage::ThickLv
+            }
+        }
+        (Some(_), _) => Storage::Other("a snapshot LV or its VG is not listed by vgs".into()),
+        (None, _) => Storage::Other(format!(
+            "{} ({} at {}), which is not an LVM logical volume (nor a ploop image)",
+            facts.mount.source, facts.mount.fstype, facts.mount.mount_point
+        )),
+    }
+}
+
 pub fn snapshot_part(
     cfg: &Config,
     facts: &VeFacts,
@@ -430,8 +464,21 @@ pub fn snapshot_part(
     };
     let mut warnings = facts.warnings.clone();
     let mut storage_facts = Vec::new();
-    let (backend, snap_root, snap_ref): (Box<dyn SnapshotBackend>, String, String) = if facts.layout
-        == "ploop"
+    let (choice, key) = cfg.backend_for(facts.listed.hostname.as_deref(), veid.as_str());
+    let (chosen, chosen_how) =
+        choose_backend(choice, &key, &facts.private_resolved, &storage_of(facts)).map_err(|e| {
+            let when = if choice == BackendChoice::Auto {
+                String::new()
+            } else {
+                format!("; refused before any downtime (config {})", cfg.source)
+            };
+            Fail::new(
+                EXIT_PRECONDITION,
+                format!("{}: VE {veid}: {e}{when}", facts.hn.name),
+            )
+        })?;
+    let (backend, snap_root, snap_ref): (Box<dyn SnapshotBackend>, String, String) = if chosen
+        == BackendChoice::Ploop
     {
         // The snapshot's filesystem is the VE's `/`.
         let u = crate::nonce();
@@ -505,7 +552,7 @@ pub fn snapshot_part(
         } else {
             format!("{mount_point}/{rel}")
         };
-        if !lv.attr.starts_with('V') && vg.free < cfg.snapshot_size {
+        if chosen == BackendChoice::LvmThick && vg.free < cfg.snapshot_size {
             warnings.push(format!(
                 "VG {} has {} MiB free, the snapshot needs {} MiB: the run will be refused before the VE is stopped",
                 vg.name,
@@ -528,8 +575,9 @@ pub fn snapshot_part(
             "VG free".to_string(),
             format!("{} MiB of {} MiB", vg.free >> 20, vg.size >> 20),
         ));
-        // A thin volume (attr `V...`) gets a thin snapshot in its pool.
-        let b: Box<dyn SnapshotBackend> = if lv.attr.starts_with('V') {
+        // A thin volume (attr `V...`) gets a thin snapshot in its pool (unless lvm-thick is forced:
+        // then a COW snapshot of it, see `choose_backend`).
+        let b: Box<dyn SnapshotBackend> = if chosen == BackendChoice::LvmThin {
             Box::new(crate::snapshot::LvmThin { thick })
         } else {
             Box::new(thick)
@@ -667,13 +715,19 @@ pub fn snapshot_part(
             format!("{} -> {}", facts.private, facts.private_resolved),
         ),
         ("VE_ROOT".into(), facts.ve_root.clone()),
-        ("mode".into(), mode.describe()),
     ];
-    let mode_pos = facts_out.len() - 1;
+    let mode_pos = facts_out.len();
+    facts_out.extend(mode.facts(facts.running));
     for (k, v) in storage_facts.into_iter().rev() {
         facts_out.insert(mode_pos, (k, v));
     }
-    facts_out.extend(backend.describe());
+    facts_out.extend(backend.describe().into_iter().map(|(k, v)| {
+        if k == "backend" {
+            (k, format!("{v} ({chosen_how})"))
+        } else {
+            (k, v)
+        }
+    }));
     Ok(SnapshotPart {
         steps,
         snap_root,
@@ -1101,6 +1155,11 @@ fn log_event(hn: &str, names: &BTreeMap<u32, String>, e: Event) {
 fn summarize(ctx: &RunCtx<'_>, plan: &Plan, out: &Outcome) -> i32 {
     let (veid, restore, running) = (ctx.veid, ctx.restore, ctx.running);
     let what = if restore { "restore" } else { "backup" };
+    if let Some((_, b)) = plan.facts.iter().find(|(k, _)| k == "backend")
+        && out.datum("mode").is_some()
+    {
+        tracing::info!("{}: snapshot backend: {b}", ctx.hn);
+    }
     if out.datum("mode") == Some("live") {
         tracing::info!(
             "{}: live mode: VE {veid} kept running; the snapshot is crash-consistent",
@@ -1165,6 +1224,28 @@ fn summarize(ctx: &RunCtx<'_>, plan: &Plan, out: &Outcome) -> i32 {
             .find(|l| !l.trim().is_empty())
             .cloned()
             .unwrap_or_default();
+        // After a failed transfer the verify step still ran (exec.rs). It names a torn snapshot
+        // only once it could read the snapshot's state (its usage datum); when it could not (the
+        // snapshot is gone, lvs failed), the transfer's own failure is what is reported.
+        let failed_transfer = out.transfer.as_ref().filter(|t| !t.proceed);
+        if let Some(t) = failed_transfer
+            && f.name == "verify"
+        {
+            let tool = if ctx.tar { "tar" } else { "rsync" };
+            if !out.data.iter().any(|(id, _, _)| *id == f.id) {
+                tracing::warn!(
+                    "{}: the snapshot could not be checked after the failed transfer: {why}",
+                    ctx.hn
+                );
+                tracing::error!("{}: {tool} failed (exit {})", ctx.hn, t.code);
+                return t.code;
+            }
+            tracing::error!(
+                "{}: {tool} failed (exit {}) reading a snapshot that did not hold: {why}",
+                ctx.hn,
+                t.code
+            );
+        }
         let code = match f.name.as_str() {
             // 23: no room for the snapshot, found before the VE was touched.
             "downtime" if f.rc == 23 => EXIT_PRECONDITION,

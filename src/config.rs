@@ -77,6 +77,8 @@ struct RawSnapshot {
     size: Option<String>,
     #[serde(default)]
     modes: Option<Vec<String>>,
+    #[serde(default)]
+    backend: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -144,6 +146,8 @@ struct RawVe {
     hn: Option<String>,
     #[serde(default)]
     modes: Option<Vec<String>>,
+    #[serde(default)]
+    backend: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +193,8 @@ pub struct VeAlias {
     pub hn: Option<String>,
     /// Quiesce modes for this VE (overrides `snapshot.modes`).
     pub modes: Option<Vec<crate::snapshot::Mode>>,
+    /// Snapshot backend for this VE (overrides `snapshot.backend`).
+    pub backend: Option<crate::snapshot::BackendChoice>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +206,8 @@ pub struct Config {
     pub snapshot_size: u64,
     /// Quiesce modes, in fallback order (`snapshot.modes`, default `[stop]`).
     pub modes: Vec<crate::snapshot::Mode>,
+    /// Snapshot backend (`snapshot.backend`, default `auto`: detected per VE).
+    pub backend: crate::snapshot::BackendChoice,
     pub per_hn: u32,
     pub queue_timeout: Duration,
     pub locate_timeout: Duration,
@@ -253,15 +261,7 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-                file: file.to_string(),
-                msg: e
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid YAML")
-                    .to_string(),
-            })?
+            serde_saphyr::from_str(text).map_err(|e| yaml_error(text, file, &e))?
         };
         let invalid = |key: &str, msg: String| ConfigError::Invalid {
             file: file.to_string(),
@@ -375,6 +375,13 @@ impl Config {
             None => vec![crate::snapshot::Mode::Stop],
             Some(v) => parse_modes("snapshot.modes", &v)?,
         };
+        let parse_backend = |key: &str, v: &str| {
+            crate::snapshot::BackendChoice::parse(v).map_err(|e| invalid(key, e))
+        };
+        let backend = match raw.snapshot.as_ref().and_then(|s| s.backend.as_deref()) {
+            None => crate::snapshot::BackendChoice::Auto,
+            Some(v) => parse_backend("snapshot.backend", v)?,
+        };
         let conc = raw.concurrency.clone().unwrap_or_default();
         let per_hn = conc.per_hn.unwrap_or(2);
         if per_hn == 0 || per_hn > 64 {
@@ -464,12 +471,17 @@ impl Config {
                 None => None,
                 Some(m) => Some(parse_modes(&format!("ves.{name}.modes"), m)?),
             };
+            let ve_backend = match &v.backend {
+                None => None,
+                Some(b) => Some(parse_backend(&format!("ves.{name}.backend"), b)?),
+            };
             ves.insert(
                 name.to_lowercase(),
                 VeAlias {
                     veid: v.veid.clone(),
                     hn: v.hn.clone(),
                     modes: ve_modes,
+                    backend: ve_backend,
                 },
             );
         }
@@ -479,6 +491,7 @@ impl Config {
             ssh,
             snapshot_size,
             modes,
+            backend,
             per_hn,
             queue_timeout,
             locate_timeout,
@@ -500,6 +513,28 @@ impl Config {
             .or(by_id)
             .and_then(|a| a.modes.clone())
             .unwrap_or_else(|| self.modes.clone())
+    }
+
+    /// The snapshot backend for a VE and the config key that set it: a `ves:` entry naming it (by
+    /// host name or VEID) with `backend:`, else `snapshot.backend`.
+    pub fn backend_for(
+        &self,
+        hostname: Option<&str>,
+        veid: &str,
+    ) -> (crate::snapshot::BackendChoice, String) {
+        let by_name = hostname.and_then(|h| {
+            let k = h.to_ascii_lowercase();
+            self.ves.get(&k).map(|a| (k, a))
+        });
+        let by_id = self
+            .ves
+            .iter()
+            .find(|(_, a)| a.veid.as_deref() == Some(veid))
+            .map(|(k, a)| (k.clone(), a));
+        by_name
+            .or(by_id)
+            .and_then(|(k, a)| a.backend.map(|b| (b, format!("ves.{k}.backend"))))
+            .unwrap_or_else(|| (self.backend, "snapshot.backend".into()))
     }
 
     /// Fail unless at least one HN is configured (commands that talk to HNs call this).
@@ -683,6 +718,198 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A YAML error as one line: the key it is about (`concurrency.per_hn`, `hns[0]`) when the text
+/// is well-formed YAML and the error has a position (serde's type errors only have a line and
+/// a column), else serde-saphyr's first line.
+fn yaml_error(text: &str, file: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let first = e.to_string();
+    let first = first.lines().next().unwrap_or("invalid YAML");
+    let key = e
+        .location()
+        .and_then(|l| key_at::key_at(text, (l.line(), l.column())));
+    match key {
+        Some(key) => ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            msg: first.strip_prefix("error: ").unwrap_or(first).to_string(),
+        },
+        None => ConfigError::Parse {
+            file: file.to_string(),
+            msg: first.to_string(),
+        },
+    }
+}
+
+/// Which key of a YAML text a position belongs to: the text is read a second time into a bare
+/// tree of keys and sequence items with their positions (any YAML shape is accepted), and the
+/// position is attributed to the last key or item starting at or before it.
+mod key_at {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_saphyr::Spanned;
+
+    enum Node {
+        Map(Vec<(Spanned<Key>, Spanned<Node>)>),
+        Seq(Vec<Spanned<Node>>),
+        Scalar,
+    }
+
+    /// A mapping key as text (a scalar key), `?` for a complex one.
+    struct Key(String);
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(Key(v.to_string()))
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<Key, E> {
+                    Ok(Key(v.to_string()))
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Key, E> {
+                    Ok(Key(v.to_string()))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Key, E> {
+                    Ok(Key(v.to_string()))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Key, E> {
+                    Ok(Key(v.to_string()))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Key, E> {
+                    Ok(Key("~".into()))
+                }
+                fn visit_none<E: de::Error>(self) -> Result<Key, E> {
+                    Ok(Key("~".into()))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Key, A::Error> {
+                    Node::visit_any_map(a).map(|_| Key("?".into()))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Key, A::Error> {
+                    Node::visit_any_seq(a).map(|_| Key("?".into()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl Node {
+        fn visit_any_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<Node, A::Error> {
+            let mut out = Vec::new();
+            while let Some(kv) = a.next_entry::<Spanned<Key>, Spanned<Node>>()? {
+                out.push(kv);
+            }
+            Ok(Node::Map(out))
+        }
+        fn visit_any_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<Node, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = a.next_element::<Spanned<Node>>()? {
+                out.push(v);
+            }
+            Ok(Node::Seq(out))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Node {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Node;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("any YAML value")
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_i128<E: de::Error>(self, _: i128) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_u128<E: de::Error>(self, _: u128) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+                    Ok(Node::Scalar)
+                }
+                fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+                    Node::deserialize(d)
+                }
+                fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Node, A::Error> {
+                    Node::visit_any_map(a)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Node, A::Error> {
+                    Node::visit_any_seq(a)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// `(line, column, path)` of every key and sequence item, in document order.
+    fn collect(node: &Node, path: &str, out: &mut Vec<(u64, u64, String)>) {
+        match node {
+            Node::Map(entries) => {
+                for (k, v) in entries {
+                    let p = if path.is_empty() {
+                        k.value.0.clone()
+                    } else {
+                        format!("{path}.{}", k.value.0)
+                    };
+                    out.push((k.referenced.line(), k.referenced.column(), p.clone()));
+                    collect(&v.value, &p, out);
+                }
+            }
+            Node::Seq(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    out.push((v.referenced.line(), v.referenced.column(), p.clone()));
+                    collect(&v.value, &p, out);
+                }
+            }
+            Node::Scalar => {}
+        }
+    }
+
+    /// The key (dotted, with `[i]` for sequence items) that position `at` (line, column) is in;
+    /// `None` when the text is not well-formed YAML or the position is before every key.
+    pub fn key_at(text: &str, at: (u64, u64)) -> Option<String> {
+        let root: Node = serde_saphyr::from_str(text).ok()?;
+        let mut all = Vec::new();
+        collect(&root, "", &mut all);
+        let best = all
+            .iter()
+            .filter(|(l, c, _)| (*l, *c) <= at && *l > 0)
+            .map(|(l, c, _)| (*l, *c))
+            .max()?;
+        // A key and the sequence item holding it can start at the same place (`- host: x`):
+        // the error is then about the item.
+        all.into_iter()
+            .filter(|(l, c, _)| (*l, *c) == best)
+            .map(|(_, _, p)| p)
+            .min_by_key(|p| p.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,6 +995,88 @@ mod tests {
         assert!(e.starts_with("f:") && e.contains("sise"), "{e}");
         let e = Config::parse("hns: [\n", "f").unwrap_err().to_string();
         assert!(e.starts_with("f:"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_not_only_the_line() {
+        for (yaml, key, line) in [
+            (
+                "concurrency: {per_hn: \"lots\"}\n",
+                "concurrency.per_hn",
+                "line 1",
+            ),
+            (
+                "hns: [a]\nconcurrency:\n  per_hn: many\n",
+                "concurrency.per_hn",
+                "line 3",
+            ),
+            ("snapshot: {size: [1]}\n", "snapshot.size", "line 1"),
+            ("snapshot: [1]\n", "snapshot", "line 1"),
+            ("ssh:\n  agent: maybe\n", "ssh.agent", "line 2"),
+            (
+                "ssh:\n  known_hosts: [a, {b: 1}]\n",
+                "ssh.known_hosts[1]",
+                "line 2",
+            ),
+            ("hns:\n  - host: a\n    port: x\n", "hns[0]", "line 2"),
+            ("hns: [a, [b]]\n", "hns[1]", "line 1"),
+            ("ves:\n  web: {veid: [1]}\n", "ves.web.veid", "line 2"),
+            ("lease: {ttl: {a: 1}}\n", "lease.ttl", "line 1"),
+            (
+                "log:\n  level: info\n  syslog: [x]\n",
+                "log.syslog",
+                "line 3",
+            ),
+            ("nokey: 1\n", "nokey", "line 1"),
+        ] {
+            let e = Config::parse(yaml, "/etc/c.yaml").unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/etc/c.yaml: key `{key}`: {line} ")),
+                "{yaml:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        // Not well-formed YAML: the position only.
+        let e = Config::parse("hns: [a\n", "f").unwrap_err().to_string();
+        assert!(e.starts_with("f: ") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_backend_global_and_per_ve() {
+        use crate::snapshot::BackendChoice;
+        let c = Config::parse("{}", "f").unwrap();
+        assert_eq!(
+            c.backend_for(Some("x"), "1"),
+            (BackendChoice::Auto, "snapshot.backend".to_string())
+        );
+        let c = Config::parse(
+            "snapshot:\n  backend: lvm-thick\nves:\n  ve1.example.com:\n    backend: ploop\n  other:\n    veid: \"7\"\n    backend: lvm-thin\n  modesonly:\n    modes: [live]\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            c.backend_for(Some("VE1.example.com"), "5"),
+            (BackendChoice::Ploop, "ves.ve1.example.com.backend".into())
+        );
+        assert_eq!(
+            c.backend_for(None, "7"),
+            (BackendChoice::LvmThin, "ves.other.backend".into())
+        );
+        assert_eq!(
+            c.backend_for(Some("modesonly"), "8"),
+            (BackendChoice::LvmThick, "snapshot.backend".into())
+        );
+        let e = Config::parse("snapshot:\n  backend: zfs\n", "/etc/x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/x.yaml") && e.contains("snapshot.backend") && e.contains("\"zfs\""),
+            "{e}"
+        );
+        let e = Config::parse("ves:\n  a:\n    backend: thin\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ves.a.backend"), "{e}");
     }
 
     #[test]

@@ -474,6 +474,7 @@ pub async fn transfer(
             status: crate::openvz::VeStatus::Running,
             hostname: Some(req.host.clone()),
             ips: vec![],
+            unusable: None,
         };
         let facts: VeFacts = backup::probe(&session, hn, &ve).await?;
         let (p, pre, cmd) = crate::restore::build_plan(cfg, &facts, job, &crate::nonce()[..8])?;
@@ -499,16 +500,25 @@ pub async fn transfer(
             let (vg, name) = lv
                 .split_once('/')
                 .ok_or_else(|| Fail::new(EXIT_HN_STEP, "bad lease file"))?;
-            crate::snapshot::LvmThick {
+            let thick = |origin: &str| crate::snapshot::LvmThick {
                 vg: vg.into(),
-                origin: String::new(),
+                origin: origin.into(),
                 snap_name: name.into(),
                 size_bytes: 0,
                 fstype: String::new(),
                 mount_point: String::new(),
                 veid: veid.clone(),
-            }
-            .verify()
+            };
+            // The lease file names the snapshot LV, not its backend: a thin snapshot (which
+            // lives in its origin's pool) is verified by the pool's usage, a thick one by its COW.
+            let thin = crate::snapshot::LvmThin { thick: thick(name) };
+            format!(
+                "seg=$(lvs --noheadings -o segtype {lv} 2>/dev/null); seg=$(echo $seg)\n\
+                 if [ \"$seg\" = thin ]; then\n{}\nfi\n{}",
+                thin.verify(),
+                thick("").verify(),
+                lv = crate::quote::quote(&lv),
+            )
         };
         let (steps, pre, cmd) = backup::transfer_steps(job, &root, &verify, 1)?;
         let plan = Plan {

@@ -1,8 +1,9 @@
 //! Snapshot backends and quiesce modes: shell fragments the plan builder composes into steps.
 //!
-//! A backend knows how to check room for, create, mount, verify, unmount and remove one snapshot;
-//! a mode knows how to quiesce a VE around the snapshot (stop/start today; suspend and live can be
-//! added as more [`Quiesce`] implementations, thin LVM and ploop as more [`SnapshotBackend`]s).
+//! A backend ([`LvmThick`], [`LvmThin`], [`Ploop`]) knows how to check room for, create, mount,
+//! verify, unmount and remove one snapshot; which one a VE gets is [`choose_backend`]'s answer to
+//! `snapshot.backend` ([`BackendChoice`]: `auto` detects it from the VE's [`Storage`]). A mode chain
+//! ([`ModeChain`]: stop, suspend, live, in fallback order) quiesces a VE around the snapshot.
 //! Fragments are POSIX sh bodies that `return` a non-zero code on failure; every value in them is
 //! quoted with [`quote`]. They build text; they never run anything.
 
@@ -15,6 +16,25 @@ use crate::quote::quote;
 pub const HN_STATE_DIR: &str = "/run/bpc-ovz";
 /// Every snapshot LV bpc-ovz creates is named `bpcovz-<VEID>-<run id>`.
 pub const SNAP_PREFIX: &str = "bpcovz-";
+
+/// A test that `mp` (a quoted word, or `"$var"`) is a mount point: `mountpoint -q`, or, when its
+/// `stat` fails (an XFS that was shut down, a dead FUSE), its line in `/proc/mounts`.
+pub fn is_mounted(mp: &str) -> String {
+    format!("{{ mountpoint -q {mp} || grep -qF -- \" \"{mp}\" \" /proc/mounts; }}")
+}
+
+/// `vzctl snapshot-list` with the two fields bpc-ovz reads, in a fixed order: its default order
+/// (`parent_uuid,current,uuid,date,name`, vzctl 4.x src/snapshot-list.c) has empty fields that
+/// `read` would shift.
+pub fn ploop_snapshot_list(veid_quoted: &str) -> String {
+    format!("vzctl --skiplock snapshot-list {veid_quoted} -H -o uuid,name")
+}
+
+/// A `case`/glob pattern for the names of bpc-ovz's snapshots (LVs, ploop) of one VE (`bpcovz-VEID-` and a
+/// run id of 8 lowercase hex digits, as [`crate::admin::parse_snap_name`] reads them).
+pub fn snap_name_pattern(veid: &VeId) -> String {
+    format!("{SNAP_PREFIX}{veid}-{}", "[0-9a-f]".repeat(8))
+}
 
 pub trait SnapshotBackend {
     fn name(&self) -> &'static str;
@@ -30,7 +50,11 @@ pub trait SnapshotBackend {
     fn mount(&self) -> String;
     /// Idempotent unmount with retries (umount "busy").
     fn umount(&self) -> String;
-    /// After the transfer: fails if the snapshot overflowed or became invalid.
+    /// After the transfer: fails if the snapshot overflowed or became invalid. Contract (relied
+    /// on by `backup::summarize` when the transfer itself failed): the fragment emits a `say
+    /// "data ..."` datum only once it has read the snapshot's state, so a failure *with* a datum
+    /// means "torn" (exit 73) and one *without* means "could not check" (the transfer's own
+    /// failure is reported).
     fn verify(&self) -> String;
     /// Human-readable facts for `plan`.
     fn describe(&self) -> Vec<(String, String)>;
@@ -63,13 +87,15 @@ impl LvmThick {
     fn lv(&self) -> String {
         format!("{}/{}", self.vg, self.snap_name)
     }
-    pub fn mount_options(fstype: &str) -> Option<&'static str> {
+    /// `noatime` always: reading the snapshot for the transfer must not write access times
+    /// into its COW space (or a thin pool).
+    pub fn mount_options(fstype: &str) -> &'static str {
         match fstype {
             // The snapshot carries the origin's UUID, which XFS otherwise refuses to mount.
-            "xfs" => Some("nouuid"),
+            "xfs" => "nouuid,noatime",
             // ext3/ext4: mounted read-write without `noload`, so the journal is replayed into the
             // COW area (as vzdump does) and etc/vzdump can be added.
-            _ => None,
+            _ => "noatime",
         }
     }
     fn size_mib(&self) -> u64 {
@@ -96,19 +122,20 @@ impl SnapshotBackend for LvmThick {
     }
 
     fn clear_stale(&self) -> String {
-        let pat = format!("{SNAP_PREFIX}{}-", self.veid);
+        // Exactly this VE's names (`bpcovz-1-*` would also match VE `1-a`'s).
+        let pat = snap_name_pattern(&self.veid);
         format!(
-            "for mp in {base}/mnt/{pat}*; do\n\
-             \x20 [ -d \"$mp\" ] || continue\n\
-             \x20 if mountpoint -q \"$mp\"; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
+            "for mp in {base}/mnt/{pat} {base}/mnt/{pat}.*; do\n\
+             \x20 if {mounted}; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
              \x20 rmdir \"$mp\" 2>/dev/null\n\
              done\n\
              lvs --noheadings -o lv_name {vg} 2>/dev/null | while read -r n; do\n\
-             \x20 case \"$n\" in {pat}*) echo \"removing stale snapshot {vgt}/$n\"; lvremove -f {vg}/\"$n\" ;; esac\n\
+             \x20 case \"$n\" in {pat}) echo \"removing stale snapshot {vgt}/$n\"; lvremove -f {vg}/\"$n\" ;; esac\n\
              done\n\
              return 0",
             base = HN_STATE_DIR,
             pat = pat,
+            mounted = is_mounted("\"$mp\""),
             vg = quote(&self.vg),
             vgt = self.vg,
         )
@@ -138,12 +165,9 @@ impl SnapshotBackend for LvmThick {
     }
 
     fn mount(&self) -> String {
-        let opts = match Self::mount_options(&self.fstype) {
-            Some(o) => format!(" -o {o}"),
-            None => String::new(),
-        };
+        let opts = Self::mount_options(&self.fstype);
         format!(
-            "mkdir -p {mp} || return 30\nmount -t {fs}{opts} {dev} {mp}",
+            "mkdir -p {mp} || return 30\nmount -t {fs} -o {opts} {dev} {mp}",
             mp = quote(&self.mount_point),
             fs = quote(&self.fstype),
             dev = quote(&format!("/dev/{}/{}", self.vg, self.snap_name)),
@@ -153,13 +177,14 @@ impl SnapshotBackend for LvmThick {
     fn umount(&self) -> String {
         format!(
             "d=1; n=0\n\
-             while mountpoint -q {mp} || grep -qF -- \" \"{mp}\" \" /proc/mounts; do\n\
+             while {mounted}; do\n\
              \x20 umount {mp} && break\n\
              \x20 n=$((n+1)); if [ $n -ge 7 ]; then echo \"{mpt} still busy: detaching it lazily\"; umount -l {mp}; break; fi\n\
              \x20 echo \"umount {mpt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
              done\n\
              rmdir {mp} 2>/dev/null\n\
              return 0",
+            mounted = is_mounted(&quote(&self.mount_point)),
             mp = quote(&self.mount_point),
             mpt = self.mount_point,
         )
@@ -189,12 +214,10 @@ impl SnapshotBackend for LvmThick {
             (
                 "mount".into(),
                 format!(
-                    "{} -t {}{}",
+                    "{} -t {} -o {}",
                     self.mount_point,
                     self.fstype,
                     Self::mount_options(&self.fstype)
-                        .map(|o| format!(" -o {o}"))
-                        .unwrap_or_default()
                 ),
             ),
         ]
@@ -284,8 +307,8 @@ pub struct Ploop {
 impl Ploop {
     fn listed(&self) -> String {
         format!(
-            "vzctl --skiplock snapshot-list {id} -H 2>/dev/null | grep -q {u}",
-            id = quote(self.veid.as_str()),
+            "{list} 2>/dev/null | grep -qF -- {u}",
+            list = ploop_snapshot_list(&quote(self.veid.as_str())),
             u = quote(&format!("{{{}}}", self.uuid))
         )
     }
@@ -308,24 +331,34 @@ impl SnapshotBackend for Ploop {
         )
     }
 
+    // The overlay and its tmpfs first (the glob sorts `NAME` before `NAME.ro` and `NAME.rw`), then
+    // every snapshot named like ours: unmounted (vzctl's way, then plainly) and deleted; then any
+    // `.ro` mount whose snapshot is gone already.
     fn clear_stale(&self) -> String {
         format!(
-            "for mp in {base}/mnt/{pre}{id}-* {base}/mnt/{pre}{id}-*.rw; do\n\
-             \x20 [ -d \"$mp\" ] || continue\n\
+            "for mp in {base}/mnt/{pat} {base}/mnt/{pat}.*; do\n\
              \x20 case \"$mp\" in *.ro) continue ;; esac\n\
-             \x20 if mountpoint -q \"$mp\"; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
+             \x20 if {mounted}; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
              \x20 rmdir \"$mp\" 2>/dev/null\n\
              done\n\
-             vzctl --skiplock snapshot-list {idq} -H 2>/dev/null | while read -r u n; do\n\
-             \x20 case \"$n\" in {pre}{id}-*) u=${{u#\\{{}}; u=${{u%\\}}}}; echo \"removing stale ploop snapshot $n ($u)\"\n\
-             \x20   vzctl --skiplock snapshot-umount {idq} --id \"$u\" 2>/dev/null; vzctl --skiplock snapshot-delete {idq} --id \"$u\" ;; esac\n\
+             {list} 2>/dev/null | while read -r u n; do\n\
+             \x20 case \"$n\" in {pat}) ;; *) continue ;; esac\n\
+             \x20 u=${{u#\\{{}}; u=${{u%\\}}}}; mp={base}/mnt/\"$n\".ro\n\
+             \x20 echo \"removing stale ploop snapshot $n ($u)\"\n\
+             \x20 if {mounted}; then vzctl --skiplock snapshot-umount {idq} --id \"$u\" </dev/null || umount \"$mp\" || umount -l \"$mp\"; fi\n\
+             \x20 rmdir \"$mp\" 2>/dev/null\n\
+             \x20 vzctl --skiplock snapshot-delete {idq} --id \"$u\" </dev/null\n\
              done\n\
-             rmdir {base}/mnt/{pre}{id}-*.ro 2>/dev/null\n\
+             for mp in {base}/mnt/{pat}.ro; do\n\
+             \x20 if {mounted}; then echo \"unmounting stale $mp\"; umount \"$mp\" || umount -l \"$mp\"; fi\n\
+             \x20 rmdir \"$mp\" 2>/dev/null\n\
+             done\n\
              return 0",
             base = HN_STATE_DIR,
-            pre = SNAP_PREFIX,
-            id = self.veid,
             idq = quote(self.veid.as_str()),
+            list = ploop_snapshot_list(&quote(self.veid.as_str())),
+            pat = snap_name_pattern(&self.veid),
+            mounted = is_mounted("\"$mp\""),
         )
     }
 
@@ -374,20 +407,23 @@ impl SnapshotBackend for Ploop {
     fn umount(&self) -> String {
         format!(
             "d=1; n=0\n\
-             while mountpoint -q {mp}; do\n\
+             while {mp_mounted}; do\n\
              \x20 umount {mp} && break\n\
              \x20 n=$((n+1)); if [ $n -ge 7 ]; then echo \"{mpt} still busy: detaching it lazily\"; umount -l {mp}; break; fi\n\
              \x20 echo \"umount {mpt} failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
              done\n\
-             mountpoint -q {rw} && umount {rw}\n\
+             if {rw_mounted}; then umount {rw} || umount -l {rw}; fi\n\
              d=1; n=0\n\
-             while mountpoint -q {ro}; do\n\
+             while {ro_mounted}; do\n\
              \x20 vzctl --skiplock snapshot-umount {id} --id {u} && break\n\
              \x20 n=$((n+1)); if [ $n -ge 7 ]; then umount -l {ro}; break; fi\n\
              \x20 echo \"snapshot-umount failed; retrying in ${{d}}s\"; sleep $d; d=$((d*2)); [ $d -gt 8 ] && d=8\n\
              done\n\
              rmdir {mp} {ro} {rw} 2>/dev/null\n\
              return 0",
+            mp_mounted = is_mounted(&quote(&self.mount_point)),
+            rw_mounted = is_mounted(&quote(&format!("{}.rw", self.mount_point))),
+            ro_mounted = is_mounted(&quote(&format!("{}.ro", self.mount_point))),
             ro = quote(&format!("{}.ro", self.mount_point)),
             rw = quote(&format!("{}.rw", self.mount_point)),
             mp = quote(&self.mount_point),
@@ -420,6 +456,120 @@ impl SnapshotBackend for Ploop {
                 ),
             ),
         ]
+    }
+}
+
+/// Which snapshot backend a VE gets: `snapshot.backend`, or per VE `ves: {host: {backend: ...}}`.
+/// `Auto` detects it from how the VE's private area is stored (a ploop image, a thin LV, a thick
+/// LV); the others force one, and a VE it does not fit is refused before any downtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendChoice {
+    Auto,
+    LvmThick,
+    LvmThin,
+    Ploop,
+}
+
+impl BackendChoice {
+    pub fn parse(s: &str) -> Result<BackendChoice, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "lvm-thick" => Ok(BackendChoice::LvmThick),
+            "lvm-thin" => Ok(BackendChoice::LvmThin),
+            "ploop" => Ok(BackendChoice::Ploop),
+            o => Err(format!(
+                "{o:?}: backends are auto, lvm-thick, lvm-thin and ploop"
+            )),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::LvmThick => "lvm-thick",
+            BackendChoice::LvmThin => "lvm-thin",
+            BackendChoice::Ploop => "ploop",
+        }
+    }
+}
+
+/// How a VE's private area is stored, as the probe saw it: what `auto` picks from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A ploop image (`root.hdd/DiskDescriptor.xml`, or `VE_LAYOUT=ploop`).
+    Ploop,
+    /// A thick LV (`lv_attr` `-wi...`/`owi...`).
+    ThickLv,
+    /// A thin volume (`lv_attr` `V...`) in a thin pool.
+    ThinLv,
+    /// Neither: not on LVM, or on a snapshot LV. The string says what it is.
+    Other(String),
+}
+
+impl Storage {
+    /// The backend `auto` picks, if any.
+    pub fn detected(&self) -> Option<BackendChoice> {
+        match self {
+            Storage::Ploop => Some(BackendChoice::Ploop),
+            Storage::ThickLv => Some(BackendChoice::LvmThick),
+            Storage::ThinLv => Some(BackendChoice::LvmThin),
+            Storage::Other(_) => None,
+        }
+    }
+    fn what(&self) -> String {
+        match self {
+            Storage::Ploop => "a ploop image".into(),
+            Storage::ThickLv => "a thick LV".into(),
+            Storage::ThinLv => "a thin LV".into(),
+            Storage::Other(w) => w.clone(),
+        }
+    }
+}
+
+/// The backend a VE gets: `choice` (from config key `key`) against its `storage`. `Ok` gives the
+/// backend and how it was chosen (for `plan` and the XferLOG); `Err` the reason a forced backend
+/// does not fit (the caller refuses the run before any downtime), or why nothing fits.
+///
+/// A forced `lvm-thick` on a thin volume is allowed: lvm2 makes a COW (thick) snapshot of a thin
+/// origin when `lvcreate --snapshot` is given a size ("Thin snapshot is created when the origin is a
+/// thin volume and the size IS NOT specified", lvcreate(8); RHEL 6 LVM Administration 5.4.6:
+/// "`lvcreate -s vg/thinvolume -L10M` will not create a thin snapshot"). Its COW space comes from
+/// the VG's free extents, not the pool, and is `snapshot.size` — exactly what [`LvmThick`] does.
+pub fn choose_backend(
+    choice: BackendChoice,
+    key: &str,
+    private: &str,
+    storage: &Storage,
+) -> Result<(BackendChoice, String), String> {
+    let what = storage.what();
+    match (choice, storage.detected()) {
+        (BackendChoice::Auto, Some(b)) => Ok((b, format!("detected: {what}"))),
+        (BackendChoice::Auto, None) => Err(format!("{private} is on {what}: no snapshot possible")),
+        (c, Some(d)) if c == d => Ok((c, format!("forced by {key}; detected the same"))),
+        (BackendChoice::LvmThick, Some(BackendChoice::LvmThin)) => Ok((
+            BackendChoice::LvmThick,
+            format!(
+                "forced by {key}: a COW snapshot of a thin LV, its snapshot.size from the VG's free space; detected: lvm-thin"
+            ),
+        )),
+        (c, _) => {
+            let why = match (c, storage) {
+                (BackendChoice::Ploop, _) => {
+                    "no root.hdd/DiskDescriptor.xml there and VE_LAYOUT is not ploop"
+                }
+                (_, Storage::Ploop) => {
+                    "an LV snapshot would hold the image file, not the VE's tree (use ploop or auto)"
+                }
+                (BackendChoice::LvmThin, Storage::ThickLv) => {
+                    "a thin snapshot needs a thin volume (use lvm-thick or auto)"
+                }
+                _ => "an LVM snapshot needs an LV",
+            };
+            Err(format!(
+                "{key} forces backend {} but {private} is on {what}: {why}",
+                c.name()
+            ))
+        }
     }
 }
 
@@ -471,16 +621,37 @@ impl ModeChain {
             modes: vec![Mode::Stop],
         }
     }
+    /// `stop`, or `suspend → stop (fallback)`, `suspend → stop → live (fallbacks, in order)`.
     pub fn describe(&self) -> String {
         let names: Vec<&str> = self.modes.iter().map(|m| m.name()).collect();
-        if names.len() == 1 {
-            names[0].to_string()
+        match names.len() {
+            0 | 1 => names.first().copied().unwrap_or("stop").to_string(),
+            2 => format!("{} (fallback)", names.join(" → ")),
+            _ => format!("{} (fallbacks, in order)", names.join(" → ")),
+        }
+    }
+
+    /// The `mode` and `fallback` facts of `plan`.
+    pub fn facts(&self, running: bool) -> Vec<(String, String)> {
+        let first = self.modes.first().map(|m| m.name()).unwrap_or("stop");
+        let mode = if running {
+            first.to_string()
         } else {
             format!(
-                "{} (in this order: the first that works)",
-                names.join(", then ")
+                "{first} (configured; the VE is not running, so it is neither stopped nor suspended)"
             )
-        }
+        };
+        let fallback = match self.modes.len() {
+            0 | 1 => "none".to_string(),
+            _ => {
+                let rest: Vec<&str> = self.modes[1..].iter().map(|m| m.name()).collect();
+                format!(
+                    "{} (used when {first} fails before the snapshot exists)",
+                    rest.join(", then ")
+                )
+            }
+        };
+        vec![("mode".into(), mode), ("fallback".into(), fallback)]
     }
 }
 
@@ -641,8 +812,86 @@ mod tests {
     }
 
     #[test]
-    fn xfs_gets_nouuid_ext4_does_not() {
-        assert!(thick("xfs").mount().contains("-o nouuid"));
+    fn backend_detected_or_forced_or_refused() {
+        use BackendChoice::*;
+        let key = "ves.ve1.backend";
+        let p = "/vz/private/1";
+        let pick = |c, s: &Storage| choose_backend(c, key, p, s);
+        assert_eq!(pick(Auto, &Storage::Ploop).unwrap().0, Ploop);
+        assert_eq!(pick(Auto, &Storage::ThinLv).unwrap().0, LvmThin);
+        let (b, how) = pick(Auto, &Storage::ThickLv).unwrap();
+        assert_eq!((b, how.as_str()), (LvmThick, "detected: a thick LV"));
+        let (b, how) = pick(Ploop, &Storage::Ploop).unwrap();
+        assert_eq!(b, Ploop);
+        assert!(how.contains("forced by ves.ve1.backend"), "{how}");
+        // A thick (COW) snapshot of a thin volume is what lvm2 makes when given a size.
+        let (b, how) = pick(LvmThick, &Storage::ThinLv).unwrap();
+        assert_eq!(b, LvmThick);
+        assert!(how.contains("COW snapshot of a thin LV"), "{how}");
+        for (c, s, want) in [
+            (
+                LvmThin,
+                Storage::ThickLv,
+                "a thin snapshot needs a thin volume",
+            ),
+            (Ploop, Storage::ThickLv, "no root.hdd/DiskDescriptor.xml"),
+            (LvmThick, Storage::Ploop, "would hold the image file"),
+            (LvmThin, Storage::Ploop, "would hold the image file"),
+            (
+                LvmThick,
+                Storage::Other("tmpfs (tmpfs at /), which is not an LVM logical volume".into()),
+                "an LVM snapshot needs an LV",
+            ),
+        ] {
+            let e = pick(c, &s).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{key} forces backend {} but {p} is on ", c.name()))
+                    && e.contains(want),
+                "{e}"
+            );
+        }
+        let e = pick(Auto, &Storage::Other("x".into())).unwrap_err();
+        assert_eq!(e, "/vz/private/1 is on x: no snapshot possible");
+        assert!(BackendChoice::parse("thin").is_err());
+        for c in [Auto, LvmThick, LvmThin, Ploop] {
+            assert_eq!(BackendChoice::parse(c.name()), Ok(c));
+        }
+    }
+
+    /// `is_mounted` sees a mount in /proc/mounts even when `mountpoint` cannot stat it.
+    #[test]
+    fn is_mounted_falls_back_to_proc_mounts() {
+        let d = tempfile::tempdir().unwrap();
+        let mounts = d.path().join("mounts");
+        std::fs::write(
+            &mounts,
+            "/dev/mapper/vg-bpcovz--1--0a1b2c3d /run/bpc-ovz/mnt/bpcovz-1-0a1b2c3d xfs rw 0 0\n",
+        )
+        .unwrap();
+        let t = |mp: &str| {
+            let body =
+                is_mounted(&quote(mp)).replace("/proc/mounts", &mounts.display().to_string());
+            std::process::Command::new("sh")
+                .arg("-c")
+                // A `mountpoint` whose stat fails, as on a shut-down XFS.
+                .arg(format!("mountpoint() {{ return 1; }}\n{body}"))
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(t("/run/bpc-ovz/mnt/bpcovz-1-0a1b2c3d"));
+        assert!(!t("/run/bpc-ovz/mnt/bpcovz-1-0a1b2c3"));
+        assert!(!t("/run/bpc-ovz/mnt/bpcovz-1-0a1b2c3d.ro"));
+    }
+
+    #[test]
+    fn xfs_gets_nouuid_ext4_does_not_both_noatime() {
+        assert!(thick("xfs").mount().contains("-o nouuid,noatime "));
+        assert!(
+            thick("ext4").mount().contains("-t ext4 -o noatime "),
+            "{}",
+            thick("ext4").mount()
+        );
         assert!(!thick("ext4").mount().contains("nouuid"));
         assert_eq!(
             thick("ext4").create(),

@@ -39,6 +39,10 @@ fn suspend_mode_freezes_without_stopping() {
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("was down for") && e.contains("suspend="), "{e}");
+    assert!(
+        e.contains("hn1: snapshot backend: lvm-thick (detected"),
+        "the XferLOG names the backend: {e}"
+    );
     assert_eq!(count(hn1, "vzctl --skiplock stop 161"), 0, "not stopped");
     assert_eq!(count(hn1, "chkpnt 161 --suspend"), 1);
     assert_eq!(count(hn1, "chkpnt 161 --resume"), 1);
@@ -114,16 +118,19 @@ fn live_mode_never_stops_the_ve() {
     assert!(dest.join("etc/vzdump/164.conf").is_file());
     assert!(hn1.ve_running(164));
     assert!(hn1.leftovers().is_empty());
-    // plan shows the mode.
+    // plan shows the mode, that there is no fallback, and the detected backend.
     let p = std::process::Command::new(bin())
         .arg("--config")
         .arg(&bed.config)
         .args(["plan", "ve164.example.com"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8_lossy(&p.stdout).contains("live"),
-        "{}",
-        String::from_utf8_lossy(&p.stdout)
-    );
+    let t = String::from_utf8_lossy(&p.stdout);
+    for want in [
+        "mode               live\n",
+        "fallback           none\n",
+        "backend            lvm-thick (detected: a thick LV)\n",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
 }

@@ -1,12 +1,13 @@
 //! The HN's live state for `bpc-ovz plan`: what a backup started now would meet. Read-only: lock
-//! owners come from `/proc/locks` (the locks are never taken), the rest from `cat`, `lvs` and
-//! `/proc/self/mountinfo`.
+//! owners come from `/proc/locks` (the locks are never taken), the rest from `cat`, `lvs`,
+//! `vzctl snapshot-list` (a ploop VE) and `/proc/self/mountinfo`.
 //!
 //! `backup::show_plan` builds the plan (the very object the executor runs) and calls [`probe_state`]
 //! and [`augment`] to add these facts and warnings, and [`remote_commands`] for `--json`.
 
 use serde::Serialize;
 
+use crate::admin::sweep::{parse_ploop, ploop_probe};
 use crate::admin::{
     Sections, holder, leftovers_probe, parse_leftovers, parse_proc_locks, parse_stat_lines, probe,
     ve_lock_path,
@@ -40,12 +41,16 @@ pub struct HnState {
 /// Read the state; never fails (an error is recorded and becomes a warning).
 pub async fn probe_state(session: &Session, cfg: &Config, facts: &VeFacts) -> HnState {
     let vzlock = format!("{}/{}.lck", facts.lockdir.trim_end_matches('/'), facts.veid);
-    let body = format!(
+    let mut body = format!(
         "{left}\n\
          echo \"$M sec vzlock\"; L={l}; if [ -f \"$L\" ]; then p=$(head -n 1 \"$L\" 2>/dev/null | tr -cd 0-9); if [ -n \"$p\" ] && [ -d \"/proc/$p\" ]; then echo \"alive $p\"; else echo \"dead $p\"; fi; fi",
         left = leftovers_probe(),
         l = quote(&vzlock),
     );
+    if facts.layout == "ploop" {
+        body.push('\n');
+        body.push_str(&ploop_probe(Some(&facts.veid)));
+    }
     match probe(session, &body).await {
         Ok(s) => evaluate(&s, cfg, facts),
         Err(e) => HnState {
@@ -77,22 +82,28 @@ pub fn evaluate(s: &Sections, cfg: &Config, facts: &VeFacts) -> HnState {
         }
     });
     let left = parse_leftovers(s);
+    let (ploops, _) = parse_ploop(s);
+    let mine = |in_use: bool| {
+        left.items
+            .iter()
+            .filter(|l| l.veid == facts.veid && l.in_use == in_use)
+            .map(|l| l.describe())
+            .chain(
+                ploops
+                    .iter()
+                    .filter(|p| p.veid == facts.veid && p.in_use == in_use)
+                    .map(|p| p.describe()),
+            )
+            .collect()
+    };
     HnState {
         mount_options: mount_options(s.get("mountinfo"), &facts.mount),
         ve_lock_held: held(&ve_lock_path(&facts.veid)).is_some(),
         slots_busy,
         slots: cfg.per_hn,
         vzctl_lock,
-        stale: left
-            .stale()
-            .filter(|l| l.veid == facts.veid)
-            .map(|l| l.describe())
-            .collect(),
-        in_use: left
-            .in_use()
-            .filter(|l| l.veid == facts.veid)
-            .map(|l| l.describe())
-            .collect(),
+        stale: mine(false),
+        in_use: mine(true),
         error: None,
     }
 }

@@ -506,7 +506,7 @@ ve_is_running() { ve_init_pid "$1"; }
 pid_alive() {
 	local st
 	[ -r "/proc/$1/stat" ] || return 1
-	st=$(<"/proc/$1/stat") || return 1
+	{ st=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
 	st=${st##*) }
 	[ "${st:0:1}" != Z ] && [ "${st:0:1}" != X ]
 }
