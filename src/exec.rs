@@ -2,7 +2,9 @@
 //!
 //! It sends `run N` for each HN step and waits for `rc N CODE`; it runs the transfer step through a
 //! caller-supplied future; on the first failure, on cancellation, and at the end of a successful
-//! run it asks the guard to `unwind` (run the registered undos in reverse). If bpc-ovz dies, the
+//! run it asks the guard to `unwind` (run the registered undos in reverse). After a failed transfer
+//! only the plan's verify steps still run (a torn snapshot is the better explanation of a failed
+//! transfer), unless the run was cancelled or the guard is gone. If bpc-ovz dies, the
 //! guard unwinds by itself on EOF. The executor is the only code that drives the guard; it does not
 //! know what the steps do.
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::plan::{Action, Plan, Step};
+use crate::plan::{Action, Phase, Plan, Step};
 
 /// Byte stream to and from a running guard (an SSH channel, or a local `sh` in tests).
 pub trait GuardIo {
@@ -20,7 +22,8 @@ pub trait GuardIo {
     fn recv(&mut self) -> impl Future<Output = Option<Vec<u8>>> + Send;
 }
 
-/// What happened, reported as it happens (the caller logs it).
+/// What happened, reported as it happens (the caller logs it). `StepBegin` is reported for the
+/// transfer step too.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     StepBegin { id: u32, name: String },
@@ -38,7 +41,7 @@ pub enum Event {
 pub struct TransferResult {
     /// The exit code to pass on (rsync's, or 255 for a lost connection).
     pub code: i32,
-    /// Whether the plan may go on to its verify steps (rsync's 0, 23 or 24).
+    /// Whether the plan may go on (rsync's 0, 23 or 24). If not, only its verify steps run.
     pub proceed: bool,
     pub note: Option<String>,
 }
@@ -203,11 +206,16 @@ impl<'p, G: GuardIo> Executor<'p, G> {
             return self.finish(out, report).await;
         }
         let steps: Vec<Step> = self.plan.steps.clone();
+        // Set by a failed transfer: from then on only the verify steps run.
+        let mut verify_only = false;
         for step in &steps {
             if *cancel.borrow() {
                 out.cancelled = true;
                 report(Event::Cancelled);
                 break;
+            }
+            if verify_only && step.phase != Phase::Verify {
+                continue;
             }
             match &step.action {
                 Action::Hn { .. } => {
@@ -257,6 +265,10 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                 }
                 Action::Transfer { .. } => {
                     let Some(t) = transfer.take() else { break };
+                    report(Event::StepBegin {
+                        id: step.id,
+                        name: step.name.clone(),
+                    });
                     let res = t(step).await;
                     let proceed = res.proceed;
                     out.transfer = Some(res);
@@ -266,7 +278,7 @@ impl<'p, G: GuardIo> Executor<'p, G> {
                         break;
                     }
                     if !proceed {
-                        break;
+                        verify_only = true;
                     }
                 }
             }
@@ -568,30 +580,60 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "a\nu2\nua\n");
     }
 
+    fn transfer_step(id: u32) -> Step {
+        Step {
+            id,
+            name: "transfer".into(),
+            phase: Phase::Transfer,
+            summary: String::new(),
+            action: Action::Transfer {
+                command: "x".into(),
+                stdin_note: None,
+            },
+            undo: None,
+            holds_locks: false,
+        }
+    }
+
     #[tokio::test]
-    async fn failed_transfer_skips_verify_but_unwinds() {
+    async fn failed_transfer_skips_later_steps_but_unwinds() {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
         let l = log.display();
         let p = plan(vec![
             hn(1, ":", Some(&format!("echo u1 >>{l}"))),
-            Step {
-                id: 2,
-                name: "transfer".into(),
-                phase: Phase::Transfer,
-                summary: String::new(),
-                action: Action::Transfer {
-                    command: "x".into(),
-                    stdin_note: None,
-                },
-                undo: None,
-                holds_locks: false,
-            },
-            hn(3, &format!("echo verify >>{l}"), None),
+            transfer_step(2),
+            hn(3, &format!("echo later >>{l}"), None),
+        ]);
+        let (out, ev) = run_plan(&p, 12).await;
+        assert_eq!(out.transfer.unwrap().code, 12);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "u1\n");
+        assert_eq!(out.started, vec![1]);
+        assert!(ev.contains(&Event::StepBegin {
+            id: 2,
+            name: "transfer".into()
+        }));
+    }
+
+    #[tokio::test]
+    async fn failed_transfer_still_runs_the_verify_steps() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let l = log.display();
+        let mut verify = hn(4, &format!("echo verify >>{l}; echo torn; exit 71"), None);
+        verify.phase = Phase::Verify;
+        let p = plan(vec![
+            hn(1, ":", Some(&format!("echo u1 >>{l}"))),
+            transfer_step(2),
+            hn(3, &format!("echo later >>{l}"), None),
+            verify,
         ]);
         let (out, _) = run_plan(&p, 12).await;
         assert_eq!(out.transfer.unwrap().code, 12);
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "u1\n");
+        let f = out.failed.unwrap();
+        assert_eq!((f.id, f.rc, f.output), (4, 71, vec!["torn".to_string()]));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "verify\nu1\n");
+        assert_eq!(out.started, vec![1, 4]);
     }
 
     #[tokio::test]
