@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # bpc-ovz benchmarks, side by side with a reference run in the same invocation (issue #7).
 #
-#   ./contrib/bench.sh            (as root; ~6-10 min; prints one table)
+#   ./contrib/bench.sh            (as root; ~9-14 min; prints one table)
 #
 # What it starts, all on 127.0.0.1 on ports it picks, and stops by PID at the end:
 #   - a plain OpenSSH sshd (relay throughput, startup, peak RSS);
 #   - examples/delay_proxy.rs in front of that sshd, delaying each direction by 10 ms (an emulated
 #     20 ms round trip; netem is not available here);
 #   - one simulated HN (tests/simhn: real sshd, real ext4 on a loop device, stand-in vzctl/lvm2)
-#     with VE 101, for the downtime and whole-backup rows.
+#     with VE 101, for the downtime and whole-backup rows;
+#   - one VM hardware node (tests/vm, qemu TCG; its sshd forwarded to a 127.0.0.1 port) with VE 101,
+#     for the "(real LVM, TCG VM)" rows, stopped by its qemu PID.
 #
 # Rows (medians of BENCH_RUNS runs, BENCH_LO_RUNS for the loopback relay, the two sides interleaved
 # run by run):
@@ -21,10 +23,20 @@
 #                servers on VEs it locates.
 #   startup      connect + auth + exec `true`, median of BENCH_STARTUP_RUNS.
 #   peak RSS     /usr/bin/time's maximum RSS of the client over the 1 GiB relay runs.
-#   downtime     VE 101's own down time (ve-101.log: "stopped ... at T" to "started ... at T") in
-#                a bpc-ovz backup vs the same three commands (vzctl stop, lvcreate --snapshot, vzctl
-#                start) run back to back on the HN with nothing in between: the difference is what
-#                bpc-ovz adds to the downtime.
+#   downtime     per quiesce mode (BENCH_MODES, config `snapshot.modes: [MODE]`), bpc-ovz backups of
+#                ve101:/etc/ interleaved with the same HN commands run back to back with nothing
+#                in between (the bare reference):
+#                  stop     VE 101's own down time (its ve-101.log: "stopped ... at T" to "started
+#                           ... at T") vs `vzctl stop; lvcreate --snapshot; vzctl start`;
+#                  suspend  the same log's "suspended ... at T" to "resumed at T" vs `vzctl chkpnt
+#                           --suspend; lvcreate --snapshot; vzctl chkpnt --resume` (the stand-in
+#                           SIGSTOPs/SIGCONTs the VE's init);
+#                  live     no downtime by definition (checked: the VE's log shows no stop or
+#                           suspend); the row shows the snapshot instead: bpc-ovz's snapshot step
+#                           (its debug log, "step N downtime" to "step M mount": the HN-side
+#                           running check + lvcreate + one round trip) vs a bare `lvcreate
+#                           --snapshot` timed on the HN.
+#                The difference is what bpc-ovz adds. contrib/bench-lib.sh reads the logs.
 #   backup       a tree of BENCH_FILES files (~BENCH_TREE_MIB MiB, mixed sizes) in VE 101:
 #                `rsync -a -e 'bpc-ovz ssh ...' ve:/ dest/` vs `rsync -a -e ssh
 #                root@HN:/vz/private/101/ dest/` reading the live tree from the same HN's sshd.
@@ -34,10 +46,26 @@
 #                -e transport (relay only, no snapshot), and where a backup's time goes. The
 #                simulated lvcreate copies the whole LV image (seconds for 1 GiB) and lvremove
 #                deletes it, where real LVM only writes metadata.
+#   (real LVM, TCG VM)  the whole backup again on one VM hardware node (tests/vm: qemu TCG guest,
+#                real LVM thick snapshots, ext4, the stand-in vzctl), with a smaller tree
+#                (BENCH_VM_FILES files, ~BENCH_VM_TREE_MIB MiB: a TCG guest moves 3-10 MB/s through
+#                ssh, and each of its commands costs ~0.1-1 s; 3-5 min with the defaults): bpc-ovz
+#                in stop mode and in live mode vs `rsync -a -e ssh root@VM:/vz/private/101/`
+#                (OpenSSH defaults) and the same with `-c aes128-gcm@openssh.com` (the cipher
+#                bpc-ovz negotiates; the guest's CPU is the bottleneck, so the cipher counts), all
+#                interleaved, BENCH_VM_RUNS runs, each side with the guest's page cache dropped
+#                first (a snapshot's cache starts cold); plus stop mode's VE downtime (the guest's
+#                ve-101.log) vs the bare stop+lvcreate+start there. On by default when
+#                qemu-system-x86_64 is installed and tests/vm/build-image yields the image (it
+#                reuses target/vm-cache); BENCH_VM=0 skips it. The VM (tests/vm/vm-up, with
+#                VM_OWNER_PID so its watchdog stops it if this script is killed) is stopped by its
+#                PID with tests/vm/vm-down on any exit.
 #
 # Knobs (environment): BENCH_RUNS=3 BENCH_LO_RUNS=5 BENCH_RELAY_MIB=1024 BENCH_STARTUP_RUNS=10
-# BENCH_DOWNTIME_RUNS=5 BENCH_FILES=20000 BENCH_TREE_MIB=1024 BENCH_DELAY_MS=10
-# BENCH_ONLY=relay,wan,startup,downtime,backup  BENCH_KEEP=1 (keep the work dir).
+# BENCH_DOWNTIME_RUNS=5 BENCH_MODES=stop,suspend,live BENCH_FILES=20000 BENCH_TREE_MIB=1024
+# BENCH_DELAY_MS=10 BENCH_VM=1 BENCH_VM_RUNS=3 BENCH_VM_FILES=1000 BENCH_VM_TREE_MIB=40
+# BENCH_ONLY=relay,wan,startup,downtime,backup,vm  BENCH_KEEP=1 (keep the work dir)
+# BENCH_BUILD=0 (use target/release as it is instead of building it).
 # The markdown table is also written to target/bench/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,20 +83,37 @@ DOWNTIME_RUNS=${BENCH_DOWNTIME_RUNS:-5}
 FILES=${BENCH_FILES:-20000}
 TREE_MIB=${BENCH_TREE_MIB:-1024}
 DELAY_MS=${BENCH_DELAY_MS:-10}
-ONLY=${BENCH_ONLY:-relay,wan,startup,downtime,backup}
+MODES=${BENCH_MODES:-stop,suspend,live}
+VM_RUNS=${BENCH_VM_RUNS:-3}
+VM_FILES=${BENCH_VM_FILES:-1000}
+VM_TREE_MIB=${BENCH_VM_TREE_MIB:-40}
+ONLY=${BENCH_ONLY:-relay,wan,startup,downtime,backup,vm}
+[ "${BENCH_VM:-1}" = 0 ] && ONLY=${ONLY//vm/}
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
 T0=$EPOCHREALTIME
 
-echo "== building bpc-ovz and the delay proxy (release)"
-cargo build --release --quiet --bin bpc-ovz --example delay_proxy
+if [ "${BENCH_BUILD:-1}" = 0 ] && [ -x target/release/bpc-ovz ] && [ -x target/release/examples/delay_proxy ]; then
+	echo "== BENCH_BUILD=0: using the release binaries as built ($(date -r target/release/bpc-ovz -u '+%F %T UTC'))"
+else
+	echo "== building bpc-ovz and the delay proxy (release)"
+	cargo build --release --quiet --bin bpc-ovz --example delay_proxy
+fi
 BIN=$top/target/release/bpc-ovz
 PROXY=$top/target/release/examples/delay_proxy
 SIMHN=$top/tests/simhn
+VMS=$top/tests/vm
+. "$top/contrib/bench-lib.sh"
 
 work=$(mktemp -d /var/tmp/bpc-ovz-bench.XXXXXX)
-sshd_pid='' proxy_pid='' hn=''
+sshd_pid='' proxy_pid='' hn='' vm_pid='' vm_master_pid=''
 cleanup() {
 	set +e
+	[ -n "$vm_master_pid" ] && { kill "$vm_master_pid"; wait "$vm_master_pid"; } 2>/dev/null
+	[ -n "${vm_ctl:-}" ] && rm -rf "$vm_ctl"
+	# The VM this script started, by its PID (vm-down checks that PID is the qemu with our pidfile);
+	# if vm-up was interrupted before printing it, the PID from its pidfile.
+	[ -z "$vm_pid" ] && [ -s "$work/vm/qemu.pid" ] && read -r vm_pid <"$work/vm/qemu.pid"
+	[ -n "$vm_pid" ] && { "$VMS/vm-down" "$vm_pid" >/dev/null || echo "bench: could not stop VM qemu $vm_pid" >&2; }
 	[ -n "$proxy_pid" ] && { kill "$proxy_pid"; wait "$proxy_pid"; } 2>/dev/null
 	[ -n "$sshd_pid" ] && { kill "$sshd_pid"; wait "$sshd_pid"; } 2>/dev/null
 	[ -n "$hn" ] && "$SIMHN/hn-down" "$hn" >/dev/null 2>&1
@@ -269,74 +314,109 @@ if want downtime || want backup; then
 	EOF
 	HNSSH=("${ssh_base[@]}" -o UserKnownHostsFile="$work/hn_known_hosts" -p "$hport")
 	E_BPC="$BIN ssh --config $work/backup.yaml -l root"
-	velog=$hn/fs/var-log-vzsim/ve-101.log
-	# The VE's own down time in its log: the last "stopped ... at T" to the last "started ... at T".
-	ve_down_ms() { awk '/^stopped / { s = $NF } /^started / { t = $NF } END { if (s && t > s) print t - s; else print "nan" }' "$velog"; }
+	velog=$hn/fs/var-log-vzsim/ve-101.log # the VE's own log (ve_downtime reads it)
 	last_down_line() { grep -o 'was down for [0-9]* ms.*' "$work/bpc-ovz.log" | tail -n 1; }
 fi
 
 if want downtime; then
-	echo "== downtime: $DOWNTIME_RUNS bpc-ovz backups of ve101:/etc/ vs the bare commands, interleaved"
+	IFS=, read -r -a modes <<<"$MODES"
+	for m in "${modes[@]}"; do
+		case $m in stop | suspend | live) ;; *) echo "bench: BENCH_MODES: $m is not stop, suspend or live" >&2; exit 1 ;; esac
+		sed "s/^  size: 256M\$/&\n  modes: [$m]/" "$work/backup.yaml" >"$work/backup-$m.yaml"
+		grep -q "^  modes: \[$m\]\$" "$work/backup-$m.yaml" || { echo "bench: could not write backup-$m.yaml" >&2; exit 1; }
+	done
+	# The bare reference of each mode: the HN commands back to back. Live prints the lvcreate's ms.
+	bare_ref() {
+		case $1 in
+		stop) "$SIMHN/hn-exec" "$hn" sh -c 'vzctl --skiplock stop 101 >/dev/null 2>&1; lvcreate --size 256m --snapshot --name benchref vg-data/vz >/dev/null; vzctl --skiplock start 101 >/dev/null 2>&1' ;;
+		suspend) "$SIMHN/hn-exec" "$hn" sh -c 'vzctl --skiplock chkpnt 101 --suspend >/dev/null 2>&1; lvcreate --size 256m --snapshot --name benchref vg-data/vz >/dev/null; vzctl --skiplock chkpnt 101 --resume >/dev/null 2>&1' ;;
+		live) "$SIMHN/hn-exec" "$hn" bash -c 'a=$EPOCHREALTIME; lvcreate --size 256m --snapshot --name benchref vg-data/vz >/dev/null; b=$EPOCHREALTIME; echo $(( (10#${b//[!0-9]/} - 10#${a//[!0-9]/}) / 1000 ))' ;;
+		esac
+	}
+	# What a mode must leave in the VE's log: stop and suspend their own kind, live nothing.
+	want_kind() { case $1 in live) echo none ;; *) echo "$1" ;; esac; }
+	echo "== downtime: $DOWNTIME_RUNS runs of each mode ($MODES): bpc-ovz backups of ve101:/etc/ vs the bare commands, interleaved"
 	for i in $(seq "$DOWNTIME_RUNS"); do
-		"$SIMHN/hn-exec" "$hn" sh -c 'vzctl --skiplock stop 101 >/dev/null 2>&1; lvcreate --size 256m --snapshot --name benchref vg-data/vz >/dev/null; vzctl --skiplock start 101 >/dev/null 2>&1'
-		sample down_ref "$(ve_down_ms)"
-		"$SIMHN/hn-exec" "$hn" lvremove -f vg-data/benchref >/dev/null
-		rm -rf "$work/dest"
-		rsync -a -e "$E_BPC" ve101.bench:/etc/ "$work/dest/" 2>>"$work/rsync.err" ||
-			{ echo "bench: bpc-ovz backup failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
-		sample down_bpc "$(ve_down_ms)"
-		l=$(last_down_line)
-		sample down_bpc_reported "$(echo "$l" | awk '{ print $4 }')"
-		echo "   run $i: bare commands $(tail -n 1 "$work/s/down_ref") ms; bpc-ovz $(tail -n 1 "$work/s/down_bpc") ms (bpc-ovz: $l)"
+		for m in "${modes[@]}"; do
+			from=$(wc -l <"$velog")
+			lv_ms=$(bare_ref "$m")
+			read -r ms kind <<<"$(ve_downtime "$velog" "$from")"
+			[ "$kind" = "$(want_kind "$m")" ] || { echo "bench: bare $m: the VE's log shows ${kind:-nothing} ($ms ms)" >&2; exit 1; }
+			sample "down_ref_$m" "$ms"
+			[ "$m" = live ] && sample snap_ref_live "$lv_ms"
+			"$SIMHN/hn-exec" "$hn" lvremove -f vg-data/benchref >/dev/null
+			rm -rf "$work/dest"
+			touch "$work/bpc-ovz.log"
+			from=$(wc -l <"$velog") lfrom=$(wc -l <"$work/bpc-ovz.log")
+			rsync -a -e "$BIN ssh --config $work/backup-$m.yaml -l root" ve101.bench:/etc/ "$work/dest/" 2>>"$work/rsync.err" ||
+				{ echo "bench: bpc-ovz backup ($m mode) failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
+			read -r bms bkind <<<"$(ve_downtime "$velog" "$from")"
+			[ "$bkind" = "$(want_kind "$m")" ] || { echo "bench: bpc-ovz in $m mode: the VE's log shows ${bkind:-nothing} ($bms ms)" >&2; exit 1; }
+			sample "down_bpc_$m" "$bms"
+			rep=$(reported_downtime "$work/bpc-ovz.log" "$lfrom")
+			[ -n "$rep" ] && sample "down_bpc_reported_$m" "${rep%% *}"
+			if [ "$m" = live ]; then
+				sms=$(step_gap_ms "$work/bpc-ovz.log" "$lfrom" downtime mount)
+				sample snap_bpc_live "$sms"
+				echo "   run $i, live: VE not down (its log: $kind / $bkind); snapshot: bare lvcreate $lv_ms ms, bpc-ovz's snapshot step $sms ms"
+			else
+				echo "   run $i, $m: bare commands $ms ms; bpc-ovz $bms ms (bpc-ovz's own log: ${rep:-nothing})"
+			fi
+		done
 	done
 fi
 
+# gen.pl DIR FILES MIB: the test tree (generated on the simulated HN for the backup rows, on this
+# machine for the VM rows).
+cat >"$work/gen.pl" <<-'EOF'
+	# gen.pl DIR FILES MIB: FILES files of random bytes, 100 per directory, about MIB MiB in all:
+	# 80% small (0.5-8 KiB), 18% medium (16-256 KiB), 2% large (0.5-2 MiB); medium and large are
+	# scaled so that the total comes out near MIB.
+	use strict; use warnings;
+	my ($dir, $files, $mib) = @ARGV;
+	srand(7);
+	open(my $rnd, '<:raw', '/dev/urandom') or die "urandom: $!";
+	mkdir $dir or die "$dir: $!";
+	my ($ns, $nm, $nl) = (0, 0, 0);
+	for my $i (0 .. $files - 1) { my $c = $i % 50; if ($c < 40) { $ns++ } elsif ($c < 49) { $nm++ } else { $nl++ } }
+	my $scale = ($mib * 1048576 - $ns * 4352) / ($nm * 139264 + $nl * 1310720);
+	$scale = 0.01 if $scale < 0.01;
+	my $total = 0;
+	for my $i (0 .. $files - 1) {
+	    my $d = sprintf('%s/d%03d', $dir, int($i / 100));
+	    -d $d or mkdir $d or die "$d: $!";
+	    my $c = $i % 50;
+	    my $size = $c < 40 ? 512 + int(rand(7680))
+	             : $c < 49 ? int((16384 + rand(245760)) * $scale)
+	             :           int((524288 + rand(1572864)) * $scale);
+	    my $buf = '';
+	    read($rnd, $buf, $size) == $size or die "urandom: short read";
+	    open(my $f, '>:raw', sprintf('%s/f%05d', $d, $i)) or die "$d: $!";
+	    print $f $buf or die "write: $!";
+	    close($f) or die "close: $!";
+	    $total += $size;
+	}
+	printf "%d files, %.0f MiB\n", $files, $total / 1048576;
+EOF
+
+# Step times of one bpc-ovz run from its debug log, in seconds: connect+locate+probe, lock..preflight,
+# downtime, mount+checks, transfer, verify+umount+lvremove (the log's clock is UTC; the start is
+# the epoch time the rsync was started; the end is the summary line "was down for" or, in live
+# mode, "live mode: VE ..."). Prints nothing if the steps are not in the log.
+steps() { # START_EPOCH LOG_FROM_LINE [LOG]
+	tail -n +"$2" "${3:-$work/bpc-ovz.log}" | awk -v t0="$1" '
+		function ts(s,  x) { split(substr(s, 12, 15), x, ":"); return x[1] * 3600 + x[2] * 60 + x[3] }
+		/ step 1 / { lock = ts($1) } / step 4 downtime/ { dt = ts($1) } / step 5 mount/ { mt = ts($1) }
+		/ step 7 / { tr = ts($1) } / step 9 verify/ { ve = ts($1) } / was down for | live mode: VE / { end = ts($1) }
+		END { if (lock && dt && mt && tr && ve && end) printf "%.2f %.2f %.2f %.2f %.2f %.2f\n", lock - (t0 % 86400), dt - lock, mt - dt, tr - mt, ve - tr, end - ve }'
+}
+step_names=(connect+locate+probe lock..preflight downtime mount+checks transfer verify+umount+lvremove)
+
 if want backup; then
 	echo "== backup: generating $FILES files, ~$TREE_MIB MiB in VE 101 (/bench)"
-	cat >"$work/gen.pl" <<-'EOF'
-		# gen.pl DIR FILES MIB: FILES files of random bytes, 100 per directory, about MIB MiB in all:
-		# 80% small (0.5-8 KiB), 18% medium (16-256 KiB), 2% large (0.5-2 MiB); medium and large are
-		# scaled so that the total comes out near MIB.
-		use strict; use warnings;
-		my ($dir, $files, $mib) = @ARGV;
-		srand(7);
-		open(my $rnd, '<:raw', '/dev/urandom') or die "urandom: $!";
-		mkdir $dir or die "$dir: $!";
-		my ($ns, $nm, $nl) = (0, 0, 0);
-		for my $i (0 .. $files - 1) { my $c = $i % 50; if ($c < 40) { $ns++ } elsif ($c < 49) { $nm++ } else { $nl++ } }
-		my $scale = ($mib * 1048576 - $ns * 4352) / ($nm * 139264 + $nl * 1310720);
-		$scale = 0.01 if $scale < 0.01;
-		my $total = 0;
-		for my $i (0 .. $files - 1) {
-		    my $d = sprintf('%s/d%03d', $dir, int($i / 100));
-		    -d $d or mkdir $d or die "$d: $!";
-		    my $c = $i % 50;
-		    my $size = $c < 40 ? 512 + int(rand(7680))
-		             : $c < 49 ? int((16384 + rand(245760)) * $scale)
-		             :           int((524288 + rand(1572864)) * $scale);
-		    my $buf = '';
-		    read($rnd, $buf, $size) == $size or die "urandom: short read";
-		    open(my $f, '>:raw', sprintf('%s/f%05d', $d, $i)) or die "$d: $!";
-		    print $f $buf or die "write: $!";
-		    close($f) or die "close: $!";
-		    $total += $size;
-		}
-		printf "%d files, %.0f MiB\n", $files, $total / 1048576;
-	EOF
 	tree_desc=$("$SIMHN/hn-exec" "$hn" perl /dev/stdin /vz/private/101/bench "$FILES" "$TREE_MIB" <"$work/gen.pl")
 	echo "   $tree_desc; LV: $("$SIMHN/hn-exec" "$hn" df -h --output=size,used /vz | tail -n 1 | awk '{ print $1 " (" $2 " used)" }')"
 	sync
-	# Step times of one bpc-ovz run from its debug log, in seconds: connect+locate+probe, lock..preflight,
-	# downtime, mount+checks, transfer, verify+umount+lvremove (the log's clock is UTC; the start is
-	# the epoch time the rsync was started). Prints nothing if the steps are not in the log.
-	steps() { # START_EPOCH LOG_FROM_LINE
-		tail -n +"$2" "$work/bpc-ovz.log" | awk -v t0="$1" '
-			function ts(s,  x) { split(substr(s, 12, 15), x, ":"); return x[1] * 3600 + x[2] * 60 + x[3] }
-			/ step 1 / { lock = ts($1) } / step 4 downtime/ { dt = ts($1) } / step 5 mount/ { mt = ts($1) }
-			/ step 7 / { tr = ts($1) } / step 9 verify/ { ve = ts($1) } / was down for / { end = ts($1) }
-			END { if (lock && dt && mt && tr && ve && end) printf "%.2f %.2f %.2f %.2f %.2f %.2f\n", lock - (t0 % 86400), dt - lock, mt - dt, tr - mt, ve - tr, end - ve }'
-	}
-	step_names=(connect+locate+probe lock..preflight downtime mount+checks transfer verify+umount+lvremove)
 	echo "== backup: $RUNS runs each of rsync -e ssh (reference), rsync -e 'bpc-ovz ssh', rsync -e 'bpc-ovz bench-exec', interleaved"
 	for i in $(seq "$RUNS"); do
 		rm -rf "$work/dest"; sync
@@ -380,6 +460,138 @@ if want backup; then
 	done
 fi
 
+# ---------------------------------------------------------------------------- VM hardware node
+# One qemu (TCG) guest with real LVM; see the header. vm_skip says why the rows are missing.
+vm_skip=''
+if want vm; then
+	if ! command -v qemu-system-x86_64 >/dev/null; then
+		vm_skip="qemu-system-x86_64 is not installed (contrib/install-deps.sh installs it)"
+	elif ! img=$("$VMS/build-image" "$top/target/vm-cache" 2>"$work/build-image.err"); then
+		vm_skip="tests/vm/build-image failed: $(tail -n 2 "$work/build-image.err" | tr '\n' ' ')"
+	fi
+	[ -n "$vm_skip" ] && echo "== VM rows skipped: $vm_skip"
+fi
+if want vm && [ -z "$vm_skip" ]; then
+	echo "== VM hardware node (qemu TCG, real LVM): booting"
+	a=$(now)
+	# VM_OWNER_PID: vm-up's watchdog stops the VM if this script dies without running cleanup.
+	if VM_OWNER_PID=$$ "$VMS/vm-up" "$img" "$work/vm" vm1 vg-data ext4 >"$work/vm-up.out" 2>"$work/vm-up.err"; then
+		read -r vm_pid vm_port <"$work/vm-up.out"
+	else
+		vm_skip="tests/vm/vm-up failed: $(grep -m 1 vm-up: "$work/vm-up.err")"
+		echo "== VM rows skipped: $vm_skip"
+		tail -n 15 "$work/vm-up.err" | sed 's/^/   /'
+	fi
+fi
+if want vm && [ -z "$vm_skip" ]; then
+	echo "   qemu pid $vm_pid, sshd on 127.0.0.1:$vm_port, up in $(elapsed "$a" "$(now)") s"
+	VMKEY=$img/id_ed25519 VMKH=$work/vm/known_hosts
+	VMSSH=(ssh -F /dev/null -p "$vm_port" -i "$VMKEY" -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes
+		-o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile="$VMKH"
+		-o UpdateHostKeys=no -o LogLevel=ERROR -l root)
+	# The bench's own commands share one login (~0.1 s each instead of ~1 s under TCG) and are kept
+	# out of the guest's exec.log; the measured rsyncs log in afresh, as bpc-ovz does.
+	vm_ctl=$(mktemp -d /tmp/bpcovz-bench.XXXXXX)
+	VMH=("${VMSSH[@]}" -c aes128-gcm@openssh.com -o SetEnv=VZSIM_HARNESS=1 -o ControlPath="$vm_ctl/m")
+	"${VMH[@]}" -M -N -o ControlPersist=no 127.0.0.1 </dev/null >/dev/null 2>"$work/vm-master.err" &
+	vm_master_pid=$!
+	for _ in $(seq 600); do [ -S "$vm_ctl/m" ] && break; kill -0 "$vm_master_pid" 2>/dev/null || break; sleep 0.1; done
+	[ -S "$vm_ctl/m" ] || { echo "bench: no ssh master to the VM: $(cat "$work/vm-master.err")" >&2; exit 1; }
+	vmx() { "${VMH[@]}" -o ControlMaster=no 127.0.0.1 -- "$1"; }
+	vm_velog() { vmx 'cat /var/log/vzsim/ve-101.log' >"$work/vm-ve.log"; wc -l <"$work/vm-ve.log"; }
+	vmx 've-create-local 101 ve101.bench 10.77.0.101 yes && vzctl start 101 >/dev/null'
+	perl "$work/gen.pl" "$work/vmtree" "$VM_FILES" "$VM_TREE_MIB" >"$work/vmtree.desc"
+	vm_tree_desc=$(cat "$work/vmtree.desc")
+	echo "   copying $vm_tree_desc into VE 101 (/bench)"
+	a=$(now)
+	rsync -a -e "${VMH[*]} -o ControlMaster=no" "$work/vmtree/" 127.0.0.1:/vz/private/101/bench/
+	vmx sync
+	rm -rf "$work/vmtree"
+	echo "   copied in $(elapsed "$a" "$(now)") s; /vz: $(vmx 'df -h /vz | tail -n 1' | awk '{ print $3 " used of " $2 }')"
+	for m in stop live; do
+		cat >"$work/vm-$m.yaml" <<-EOF
+			hns:
+			  - host: 127.0.0.1
+			    port: $vm_port
+			    name: vm1
+			ssh:
+			  identity_files: [$VMKEY]
+			  known_hosts: [$VMKH]
+			  agent: false
+			  connect_timeout: 60s
+			locate_timeout: 120s
+			snapshot:
+			  size: 128M
+			  modes: [$m]
+			log:
+			  file: $work/vm-bpc-ovz.log
+			  level: debug
+			cache: $work/vm-cache.json
+		EOF
+	done
+	touch "$work/vm-bpc-ovz.log"
+	vm_ref() { # NAME [SSH OPTION...]: rsync -e ssh of the live tree straight from the VM's sshd
+		local name=$1 a b rc=0
+		shift
+		rm -rf "$work/dest"
+		a=$(now)
+		rsync -a -e "${VMSSH[*]} $*" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+		b=$(now)
+		case $rc in 0 | 24) ;; *) echo "bench: rsync -e ssh from the VM failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
+		sample "$name" "$(elapsed "$a" "$b")"
+	}
+	vm_bpc() { # MODE: a whole bpc-ovz backup from the VM
+		local m=$1 a b from lfrom n bms bkind st k
+		rm -rf "$work/dest"
+		from=$(vm_velog) lfrom=$(wc -l <"$work/vm-bpc-ovz.log")
+		a=$(now)
+		rsync -a -e "$BIN ssh --config $work/vm-$m.yaml -l root" ve101.bench:/ "$work/dest/" 2>>"$work/rsync.err" ||
+			{ echo "bench: bpc-ovz backup from the VM ($m mode) failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
+		b=$(now)
+		n=$(find "$work/dest/bench" -type f 2>/dev/null | wc -l)
+		[ "$n" = "$VM_FILES" ] || { echo "bench: the bpc-ovz backup from the VM has $n of the tree's $VM_FILES files" >&2; exit 1; }
+		sample "vm_bpc_$m" "$(elapsed "$a" "$b")"
+		read -r -a st <<<"$(steps "$a" "$((lfrom + 1))" "$work/vm-bpc-ovz.log")"
+		if [ "${#st[@]}" = 6 ]; then
+			for k in 0 1 2 3 4 5; do sample "vm_step_${m}_$k" "${st[$k]}"; done
+		fi
+		vm_velog >/dev/null
+		read -r bms bkind <<<"$(ve_downtime "$work/vm-ve.log" "$from")"
+		[ "$bkind" = "$(case $m in live) echo none ;; *) echo "$m" ;; esac)" ] ||
+			{ echo "bench: bpc-ovz in $m mode on the VM: the VE's log shows ${bkind:-nothing} ($bms ms)" >&2; exit 1; }
+		sample "vm_down_bpc_$m" "$bms"
+		if [ "$m" = live ]; then
+			sample vm_snap_bpc_live "$(step_gap_ms "$work/vm-bpc-ovz.log" "$lfrom" downtime mount)"
+		else
+			vm_rep=$(reported_downtime "$work/vm-bpc-ovz.log" "$lfrom")
+			[ -n "$vm_rep" ] && sample "vm_down_bpc_reported_$m" "${vm_rep%% *}"
+		fi
+	}
+	# Every measured side starts with the guest's page cache dropped: a snapshot is a block device
+	# of its own whose cache starts cold, where the live tree would be cached from the run before.
+	cold() { vmx 'sync; echo 3 >/proc/sys/vm/drop_caches'; }
+	echo "== VM backup: $VM_RUNS runs each of rsync -e ssh (OpenSSH defaults; aes128-gcm), bpc-ovz stop mode, bpc-ovz live mode, bare stop+lvcreate+start, interleaved, the guest's page cache dropped before each"
+	for i in $(seq "$VM_RUNS"); do
+		cold; vm_ref vm_ref
+		cold; vm_ref vm_ref_gcm -c aes128-gcm@openssh.com
+		cold; vm_bpc stop
+		cold; vm_bpc live
+		from=$(vm_velog)
+		vmx 'vzctl --skiplock stop 101 >/dev/null 2>&1; lvcreate -q -s -L 128M -n benchref vg-data/vz >/dev/null; vzctl --skiplock start 101 >/dev/null 2>&1; lvremove -q -f vg-data/benchref >/dev/null'
+		vm_velog >/dev/null
+		read -r ms kind <<<"$(ve_downtime "$work/vm-ve.log" "$from")"
+		[ "$kind" = stop ] || { echo "bench: bare stop on the VM: the VE's log shows ${kind:-nothing}" >&2; exit 1; }
+		sample vm_down_ref_stop "$ms"
+		echo "   run $i: rsync -e ssh $(tail -n 1 "$work/s/vm_ref")s, with aes128-gcm $(tail -n 1 "$work/s/vm_ref_gcm")s; bpc-ovz stop $(tail -n 1 "$work/s/vm_bpc_stop")s (VE down $(tail -n 1 "$work/s/vm_down_bpc_stop") ms; its log: ${vm_rep:-nothing}), live $(tail -n 1 "$work/s/vm_bpc_live")s (snapshot step $(tail -n 1 "$work/s/vm_snap_bpc_live") ms); bare stop+lvcreate+start: VE down $ms ms"
+		for m in stop live; do
+			[ -s "$work/s/vm_step_${m}_0" ] || continue
+			line=''
+			for k in 0 1 2 3 4 5; do line+="${line:+, }${step_names[$k]} $(tail -n 1 "$work/s/vm_step_${m}_$k")s"; done
+			echo "      bpc-ovz $m: $line"
+		done
+	done
+fi
+
 # ---------------------------------------------------------------------------- table
 rows=()
 row() { rows+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$@")"); }
@@ -405,9 +617,21 @@ if want startup; then
 	row "startup: connect + auth + exec true (ms)" "$(med startup_bpc)" "$(med startup_ssh)" "$(ratio "$(med startup_bpc)" "$(med startup_ssh)")×" "—" "—"
 fi
 if want downtime; then
-	db=$(med down_bpc) dr=$(med down_ref)
-	over=$(awk -v a="$db" -v b="$dr" 'BEGIN { printf "%+.0f", a - b }')
-	row "VE downtime (ms), vs the bare stop+snapshot+start" "$db" "$dr" "$(ratio "$db" "$dr")× (${over} ms)" "overhead < 100 ms" "$(yes_no lt "$over" 100)"
+	diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "nan"; else printf "%+.0f", a - b }'; }
+	for m in "${modes[@]}"; do
+		case $m in
+		stop | suspend)
+			db=$(med "down_bpc_$m") dr=$(med "down_ref_$m") over=$(diff_ms "$(med "down_bpc_$m")" "$(med "down_ref_$m")")
+			[ "$m" = stop ] && bare="stop+snapshot+start" || bare="suspend+snapshot+resume"
+			row "VE downtime, $m mode (ms), vs the bare $bare" "$db" "$dr" "$(ratio "$db" "$dr")× (${over} ms)" "overhead < 100 ms" "$(yes_no lt "$over" 100)"
+			;;
+		live)
+			# Every live sample was checked to be "0 none" in the VE's log (the run stops otherwise).
+			sb=$(med snap_bpc_live) sr=$(med snap_ref_live) over=$(diff_ms "$(med snap_bpc_live)" "$(med snap_ref_live)")
+			row "live mode: VE downtime $(med down_bpc_live) ms (its log); snapshot step (ms), vs a bare lvcreate --snapshot" "$sb" "$sr" "$(ratio "$sb" "$sr")× (${over} ms)" "VE not down" "$(yes_no test "$(sort -u "$work/s/down_bpc_live")" = 0)"
+			;;
+		esac
+	done
 fi
 if want backup; then
 	rb=$(med backup_bpc) rr=$(med backup_ref) rt=$(med step_4) rl=$(med backup_relay)
@@ -416,6 +640,18 @@ if want backup; then
 	row "… client-side CPU, rsync receiver + transport (s)" "$cb" "$cr" "$(ratio "$cb" "$cr")×" "—" "—"
 	row "… its transfer step only (rsync from the snapshot) (s)" "$rt" "$rr" "$(ratio "$rt" "$rr")×" "—" "—"
 	row "… same rsync of the live tree, bench-exec as -e (s)" "$rl" "$rr" "$(ratio "$rl" "$rr")×" "—" "—"
+fi
+if want vm && [ -z "$vm_skip" ]; then
+	rr=$(med vm_ref) rg=$(med vm_ref_gcm)
+	for m in stop live; do
+		rb=$(med "vm_bpc_$m")
+		row "whole backup, $m mode, $vm_tree_desc (s) (real LVM, TCG VM)" "$rb" "$rr" "$(ratio "$rb" "$rr")×" "≤ 1.05×" "$(yes_no le "$(ratio "$rb" "$rr")" 1.05)"
+		row "… the same vs rsync -e 'ssh -c aes128-gcm@openssh.com' (s) (real LVM, TCG VM)" "$rb" "$rg" "$(ratio "$rb" "$rg")×" "≤ 1.05×" "$(yes_no le "$(ratio "$rb" "$rg")" 1.05)"
+	done
+	db=$(med vm_down_bpc_stop) dr=$(med vm_down_ref_stop)
+	over=$(awk -v a="$db" -v b="$dr" 'BEGIN { if (a == "nan" || b == "nan") print "nan"; else printf "%+.0f", a - b }')
+	row "VE downtime, stop mode (ms), vs the bare stop+snapshot+start (real LVM, TCG VM)" "$db" "$dr" "$(ratio "$db" "$dr")× (${over} ms)" "—" "—"
+	row "live mode: VE downtime $(med vm_down_bpc_live) ms (its log); snapshot step (ms) (real LVM, TCG VM)" "$(med vm_snap_bpc_live)" "—" "—" "VE not down" "$(yes_no test "$(sort -u "$work/s/vm_down_bpc_live")" = 0)"
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 total=$(elapsed "$T0" "$(now)")
@@ -426,7 +662,7 @@ mkdir -p target/bench
 	printf '%s\n' "${rows[@]}"
 	echo
 	echo "Machine: $machine. Load average at start $load_start, at the end $load_end."
-	echo "Medians of $RUNS interleaved runs (loopback relay: $LO_RUNS, startup: $STARTUP_RUNS, downtime: ${DOWNTIME_RUNS}); the bench took ${total%.*} s (build included) on $(date -u +%Y-%m-%d)."
+	echo "Medians of $RUNS interleaved runs (loopback relay: $LO_RUNS, startup: $STARTUP_RUNS, downtime: $DOWNTIME_RUNS per mode, VM: $VM_RUNS); the bench took ${total%.*} s (build included) on $(date -u +%Y-%m-%d)."
 	if [ "${#nets[@]}" -gt 0 ]; then
 		line="Client CPU (user+sys) per GiB relayed, medians, bpc-ovz / OpenSSH:"
 		for net in "${nets[@]}"; do for dir in down up; do
@@ -443,8 +679,25 @@ mkdir -p target/bench
 		for k in 0 1 2 3 4 5; do line+=" ${step_names[$k]} $(med "step_$k")"; [ $k = 5 ] || line+=","; done
 		echo "$line. On the simulated HN the snapshot is a copy of the whole LV image and lvremove deletes that copy; real LVM only writes metadata."
 	fi
-	if want downtime && [ -s "$work/s/down_bpc_reported" ]; then
-		echo "bpc-ovz's own downtime log (vzctl stop to vzctl start returning, measured by its HN-side script): median $(med down_bpc_reported) ms."
+	if want downtime; then
+		line=''
+		for m in stop suspend; do
+			[ -s "$work/s/down_bpc_reported_$m" ] && line+="${line:+, }$m $(med "down_bpc_reported_$m") ms"
+		done
+		[ -n "$line" ] && echo "bpc-ovz's own downtime log (its HN-side script, from quiescing the VE to the start or resume returning), medians: $line."
+	fi
+	if want vm; then
+		if [ -n "$vm_skip" ]; then
+			echo "Real-LVM VM rows: not measured: $vm_skip."
+		else
+			for m in stop live; do
+				[ -s "$work/s/vm_step_${m}_0" ] || continue
+				line="Where a bpc-ovz backup's time goes on the VM, $m mode (medians, s):"
+				for k in 0 1 2 3 4 5; do line+=" ${step_names[$k]} $(med "vm_step_${m}_$k")"; [ $k = 5 ] || line+=","; done
+				echo "$line."
+			done
+			echo "Real-LVM VM rows: one qemu TCG guest (tests/vm, 1 vCPU emulated in software: every guest-side cost, ssh crypto and rsync included, is ~10x a native one), VE 101 on a real LVM thick volume (ext4), medians of $VM_RUNS interleaved runs; bpc-ovz negotiates aes128-gcm, OpenSSH's default is chacha20-poly1305, hence the second reference. bpc-ovz's own downtime log in stop mode: median $(med vm_down_bpc_reported_stop) ms."
+		fi
 	fi
 	true
 } >target/bench/latest.md

@@ -1,8 +1,10 @@
 //! Smoke test of the benchmark tools (contrib/bench.sh): the hidden `bpc-ovz bench-exec`
 //! subcommand and examples/delay_proxy.rs, against a real OpenSSH sshd on 127.0.0.1 (needs root
 //! and /usr/sbin/sshd). Checks behaviour only, never speed: bytes and exit code through
-//! bench-exec over the proxy, the proxy's delay, and that bench-exec stays out of --help.
+//! bench-exec over the proxy, the proxy's delay, and that bench-exec stays out of --help; and the
+//! log readers of contrib/bench-lib.sh on a simulated HN's and bpc-ovz's real logs.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/delay_proxy.rs"]
 mod delay_proxy;
@@ -210,4 +212,105 @@ fn bench_exec_through_the_delay_proxy() {
     let help = Command::new(bin()).arg("--help").output().expect("--help");
     assert!(help.status.success());
     assert!(!String::from_utf8_lossy(&help.stdout).contains("bench"));
+}
+
+/// contrib/bench-lib.sh, as contrib/bench.sh uses it: `ve_downtime`, `step_gap_ms` and
+/// `reported_downtime` on the logs of real bpc-ovz backups in each quiesce mode against a
+/// simulated HN (the VE's own log, written by the stand-in vzctl; bpc-ovz's debug log).
+fn bench_lib(f: &str, args: &[&str]) -> String {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/bench-lib.sh");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(". '{}'; {f} \"$@\"", lib.display()))
+        .arg("bench-lib")
+        .args(args)
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{f} {args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn lines(p: &Path) -> usize {
+    fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bench_lib_reads_downtime_per_mode() {
+    let bed = common::Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(101, "ve101.bench", "10.77.0.101", true);
+    let velog = hn1.path("/var/log/vzsim/ve-101.log");
+    let velog_s = velog.to_str().expect("utf-8 path");
+    let log_s = bed.log.to_str().expect("utf-8 path").to_string();
+    let base = fs::read_to_string(&bed.config).expect("config");
+    assert!(base.contains("snapshot:\n  size: 64M\n"), "{base}");
+
+    // The bare commands, as the bench's reference runs them on the HN.
+    let from = lines(&velog).to_string();
+    hn1.exec_ok("vzctl --skiplock chkpnt 101 --suspend >/dev/null");
+    assert_eq!(bench_lib("ve_downtime", &[velog_s, &from]), "nan open");
+    hn1.exec_ok("vzctl --skiplock chkpnt 101 --resume >/dev/null");
+    let got = bench_lib("ve_downtime", &[velog_s, &from]);
+    let (ms, kind) = got.split_once(' ').expect("MS KIND");
+    assert_eq!(kind, "suspend", "{got}");
+    assert!(ms.parse::<u64>().is_ok(), "{got}");
+    let from = lines(&velog).to_string();
+    hn1.exec_ok("vzctl --skiplock stop 101 >/dev/null; vzctl --skiplock start 101 >/dev/null");
+    let got = bench_lib("ve_downtime", &[velog_s, &from]);
+    assert!(got.ends_with(" stop"), "{got}");
+    assert!(
+        got.split(' ')
+            .next()
+            .unwrap_or("")
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 0,
+        "{got}"
+    );
+
+    for mode in ["stop", "suspend", "live"] {
+        fs::write(
+            &bed.config,
+            base.replace(
+                "snapshot:\n  size: 64M\n",
+                &format!("snapshot:\n  size: 64M\n  modes: [{mode}]\n"),
+            ),
+        )
+        .expect("config");
+        let from = lines(&velog).to_string();
+        let lfrom = lines(&bed.log).to_string();
+        let t0 = Instant::now();
+        let o = bed.rsync_bpc4("ve101.bench", "/etc/", &bed.path(mode), true, &[]);
+        let wall_ms = t0.elapsed().as_millis() as u64;
+        common::assert_ok(&o, &format!("backup in {mode} mode"));
+        let got = bench_lib("ve_downtime", &[velog_s, &from]);
+        let reported = bench_lib("reported_downtime", &[&log_s, &lfrom]);
+        let gap = bench_lib("step_gap_ms", &[&log_s, &lfrom, "downtime", "mount"]);
+        let gap: u64 = gap
+            .parse()
+            .unwrap_or_else(|_| panic!("{mode}: step gap {gap:?}"));
+        assert!(
+            gap > 0 && gap < wall_ms,
+            "{mode}: step gap {gap} ms, wall {wall_ms} ms"
+        );
+        if mode == "live" {
+            assert_eq!(got, "0 none", "live: the VE's log");
+            assert_eq!(reported, "", "live: no downtime line");
+            continue;
+        }
+        // The VE's own down interval lies inside what bpc-ovz's HN-side script measured, which
+        // lies inside the downtime step as bpc-ovz's log times it.
+        let (ms, kind) = got.split_once(' ').expect("MS KIND");
+        assert_eq!(kind, mode, "{got}");
+        let ms: u64 = ms.parse().expect("ms");
+        let (rep, parts) = reported.split_once(' ').expect("MS PARTS");
+        let rep: u64 = rep.parse().expect("reported ms");
+        assert!(parts.starts_with(&format!("{mode}=")), "{reported}");
+        assert!(
+            ms > 0 && ms <= rep && rep <= gap,
+            "{mode}: VE log {ms} ms, reported {rep} ms, step gap {gap} ms"
+        );
+    }
 }
