@@ -743,16 +743,23 @@ fn vm_lvremove_while_the_snapshot_is_busy_is_retried() {
         node: hn2,
         ids: vec![205],
     };
-    // A process on the HN opens the snapshot device as soon as it exists and keeps it open until
-    // 7 s after bpc-ovz unmounted it. lvm2 itself re-checks the open count for up to 5 s
-    // (activation/retry_deactivation: 25 x 0.2 s) before it says "in use", so a hold of ~3 s is
-    // absorbed by lvm2 alone; 7 s makes bpc-ovz's first lvremove fail for real and its retry
-    // succeed.
+    // A process on the HN opens the snapshot device once bpc-ovz has mounted it (not earlier: an
+    // open while `lvcreate` still activates the new LV makes lvcreate itself fail, "Unable to
+    // deactivate failed new LV") and keeps it open until 7 s after bpc-ovz unmounted it. lvm2
+    // itself re-checks the open count for up to 5 s (activation/retry_deactivation: 25 x 0.2 s)
+    // before it says "in use", so a hold of ~3 s is absorbed by lvm2 alone; 7 s makes bpc-ovz's
+    // first lvremove fail for real and its retry succeed.
+    // Whatever happens, the holder does not outlive the test (it would keep a snapshot busy for
+    // the tests after it on this VM).
+    let _holder = Cleanup(
+        hn2,
+        "[ -s /run/holder.pid ] && kill $(cat /run/holder.pid) 2>/dev/null; rm -f /run/holder.pid; true".into(),
+    );
     hn2.exec_ok(
-        "rm -f /run/holder.log; setsid sh -c '\
-           while :; do for d in /dev/vg0/bpcovz-205-*; do [ -e \"$d\" ] && break 2; done; sleep 0.05; done; \
-           exec 3<\"$d\"; echo \"opened $d $(date +%s%3N)\" >> /run/holder.log; \
+        "rm -f /run/holder.log; setsid sh -c 'echo $$ > /run/holder.pid; \
            while ! grep -q bpc-ovz /proc/mounts; do sleep 0.05; done; \
+           for d in /dev/vg0/bpcovz-205-*; do [ -e \"$d\" ] && break; done; \
+           exec 3<\"$d\"; echo \"opened $d $(date +%s%3N)\" >> /run/holder.log; \
            while grep -q bpc-ovz /proc/mounts; do sleep 0.05; done; \
            echo \"unmounted $(date +%s%3N)\" >> /run/holder.log; sleep 7; exec 3<&-; \
            echo \"released $(date +%s%3N)\" >> /run/holder.log' </dev/null >/dev/null 2>&1 &",
