@@ -65,7 +65,8 @@
 # BENCH_DOWNTIME_RUNS=5 BENCH_MODES=stop,suspend,live BENCH_FILES=20000 BENCH_TREE_MIB=1024
 # BENCH_DELAY_MS=10 BENCH_VM=1 BENCH_VM_RUNS=3 BENCH_VM_FILES=1000 BENCH_VM_TREE_MIB=40
 # BENCH_ONLY=relay,wan,startup,downtime,backup,vm  BENCH_KEEP=1 (keep the work dir)
-# BENCH_BUILD=0 (use target/release as it is instead of building it).
+# BENCH_BUILD=0 (use target/release as it is instead of building it). BENCH_REFLINK=0 (keep the
+# simulated HN on the work directory's filesystem instead of a reflink XFS on a loop device).
 # The markdown table is also written to target/bench/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
