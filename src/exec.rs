@@ -537,18 +537,7 @@ mod tests {
         let p = plan(vec![
             hn(1, &format!("echo a >>{l}"), Some(&format!("echo ua >>{l}"))),
             hn(2, "say \"data downtime_ms 42\"", None),
-            Step {
-                id: 3,
-                name: "transfer".into(),
-                phase: Phase::Transfer,
-                summary: String::new(),
-                action: Action::Transfer {
-                    command: "x".into(),
-                    stdin_note: None,
-                },
-                undo: None,
-                holds_locks: false,
-            },
+            transfer_step(3),
             hn(4, &format!("echo b >>{l}"), Some(&format!("echo ub >>{l}"))),
         ]);
         let (out, _) = run_plan(&p, 0).await;

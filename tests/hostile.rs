@@ -463,158 +463,139 @@ fn remote_commands_options_and_paths_that_reach_outside_are_refused_before_conne
     let hn = &bed.hns[0];
     hn.create_ve(431, "ve431.example.com", "10.10.4.31", true);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        // Not an rsync or tar server.
-        (s(&["sh", "-c", "id"]), "neither an rsync server nor"),
-        (s(&["bash"]), "neither an rsync server nor"),
-        (s(&["rsync", "--daemon"]), "neither an rsync server nor"),
-        (s(&["sh", "-c", "rsync --server --sender . /"]), "neither"),
-        (s(&["nice", "-n", "5", "sh", "--server"]), "neither"),
-        (s(&["cat", "/etc/shadow"]), "neither"),
-        // A program word that only starts (or ends) like rsync or tar: shell syntax, blanks.
-        (
-            s(&["rsync;id", "--server", "--sender", "-lr", ".", "/"]),
-            "neither an rsync server nor",
-        ),
-        (
-            s(&["rsync$(id)", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["rsync`id`", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["/usr/bin/rsync|x", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["rsync&&id", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["/tmp/$(id)/rsync", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["rsync\nid", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["rsync\u{1b}[2J", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["nice;id", "rsync", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["rsyncd", "--server", "--sender", "-lr", ".", "/"]),
-            "neither",
-        ),
-        (
-            s(&["tar;id", "-c", "-f", "-", "-C", "/", "."]),
-            "neither an rsync server nor",
-        ),
-        (
-            s(&["/x$(id)/tar", "-c", "-f", "-", "-C", "/", "."]),
-            "not an rsync or tar server command",
-        ),
-        (
-            s(&["env;id", "LC_ALL=C", "tar", "-c", "-f", "-", "-C", "/", "."]),
-            "not an rsync or tar server command",
-        ),
-        // Options that name HN files or run programs.
-        (
-            s(&[
-                "rsync",
-                "--server",
-                "--sender",
-                "--log-file=/etc/passwd",
-                ".",
-                "/",
-            ]),
-            "--log-file",
-        ),
-        (
-            s(&[
-                "rsync",
-                "--server",
-                "--sender",
-                "--files-from=/etc/shadow",
-                ".",
-                "/",
-            ]),
-            "--files-from",
-        ),
-        (
-            s(&[
-                "rsync",
-                "--server",
-                "--sender",
-                "--filter=merge /etc/shadow",
-                ".",
-                "/",
-            ]),
-            "--filter",
-        ),
-        (
-            s(&["rsync", "--server", "--sender", "--rsync-path=sh", ".", "/"]),
-            "--rsync-path",
-        ),
-        (
-            s(&[
-                "rsync",
-                "--server",
-                "--sender",
-                "--write-batch=/tmp/x",
-                ".",
-                "/",
-            ]),
-            "--write-batch",
-        ),
-        (
-            s(&[
-                "rsync",
-                "--server",
-                "--sender",
-                "--compare-dest=/",
-                ".",
-                "/",
-            ]),
-            "--compare-dest",
-        ),
-        (
-            s(&["rsync", "--server", "--sender", "-T", "/tmp", ".", "/"]),
-            "-T",
-        ),
-        (
-            s(&["tar", "-c", "-f", "/etc/shadow", "-C", "/", "."]),
-            "\"-f /etc/shadow\" is not allowed",
-        ),
-        (
-            s(&["tar", "-c", "--to-command=sh", "-f", "-", "-C", "/", "."]),
-            "--to-command",
-        ),
-        // `..` escapes, in argv paths and through --relative.
-        (
-            s(&["rsync", "--server", "--sender", "-lr", ".", "/../../etc"]),
-            "`..`",
-        ),
-        (
-            s(&["rsync", "--server", "--sender", "-lr", ".", "/etc/../../x"]),
-            "`..`",
-        ),
-        (
-            s(&["rsync", "--server", "--sender", "-lR", ".", "/./../root"]),
-            "`..`",
-        ),
-        (
-            s(&["rsync", "--server", "--sender", "-lr", ".", ".."]),
-            "`..`",
-        ),
-        (s(&["tar", "-c", "-f", "-", "-C", "/../..", "."]), "`..`"),
+    // A program word that only starts (or ends) like rsync: shell syntax, blanks, control
+    // characters, a look-alike name; each in an otherwise valid sender invocation.
+    let hostile_words = [
+        "rsync;id",
+        "rsync$(id)",
+        "rsync`id`",
+        "/usr/bin/rsync|x",
+        "rsync&&id",
+        "/tmp/$(id)/rsync",
+        "rsync\nid",
+        "rsync\u{1b}[2J",
+        "rsyncd",
     ];
+    let word_cases = hostile_words
+        .iter()
+        .map(|w| (s(&[w, "--server", "--sender", "-lr", ".", "/"]), "neither"));
+    let cases: Vec<(Vec<String>, &str)> = word_cases
+        .chain(vec![
+            // Not an rsync or tar server.
+            (s(&["sh", "-c", "id"]), "neither an rsync server nor"),
+            (s(&["bash"]), "neither an rsync server nor"),
+            (s(&["rsync", "--daemon"]), "neither an rsync server nor"),
+            (s(&["sh", "-c", "rsync --server --sender . /"]), "neither"),
+            (s(&["nice", "-n", "5", "sh", "--server"]), "neither"),
+            (s(&["cat", "/etc/shadow"]), "neither"),
+            (
+                s(&["nice;id", "rsync", "--server", "--sender", "-lr", ".", "/"]),
+                "neither",
+            ),
+            (
+                s(&["tar;id", "-c", "-f", "-", "-C", "/", "."]),
+                "neither an rsync server nor",
+            ),
+            (
+                s(&["/x$(id)/tar", "-c", "-f", "-", "-C", "/", "."]),
+                "not an rsync or tar server command",
+            ),
+            (
+                s(&["env;id", "LC_ALL=C", "tar", "-c", "-f", "-", "-C", "/", "."]),
+                "not an rsync or tar server command",
+            ),
+            // Options that name HN files or run programs.
+            (
+                s(&[
+                    "rsync",
+                    "--server",
+                    "--sender",
+                    "--log-file=/etc/passwd",
+                    ".",
+                    "/",
+                ]),
+                "--log-file",
+            ),
+            (
+                s(&[
+                    "rsync",
+                    "--server",
+                    "--sender",
+                    "--files-from=/etc/shadow",
+                    ".",
+                    "/",
+                ]),
+                "--files-from",
+            ),
+            (
+                s(&[
+                    "rsync",
+                    "--server",
+                    "--sender",
+                    "--filter=merge /etc/shadow",
+                    ".",
+                    "/",
+                ]),
+                "--filter",
+            ),
+            (
+                s(&["rsync", "--server", "--sender", "--rsync-path=sh", ".", "/"]),
+                "--rsync-path",
+            ),
+            (
+                s(&[
+                    "rsync",
+                    "--server",
+                    "--sender",
+                    "--write-batch=/tmp/x",
+                    ".",
+                    "/",
+                ]),
+                "--write-batch",
+            ),
+            (
+                s(&[
+                    "rsync",
+                    "--server",
+                    "--sender",
+                    "--compare-dest=/",
+                    ".",
+                    "/",
+                ]),
+                "--compare-dest",
+            ),
+            (
+                s(&["rsync", "--server", "--sender", "-T", "/tmp", ".", "/"]),
+                "-T",
+            ),
+            (
+                s(&["tar", "-c", "-f", "/etc/shadow", "-C", "/", "."]),
+                "\"-f /etc/shadow\" is not allowed",
+            ),
+            (
+                s(&["tar", "-c", "--to-command=sh", "-f", "-", "-C", "/", "."]),
+                "--to-command",
+            ),
+            // `..` escapes, in argv paths and through --relative.
+            (
+                s(&["rsync", "--server", "--sender", "-lr", ".", "/../../etc"]),
+                "`..`",
+            ),
+            (
+                s(&["rsync", "--server", "--sender", "-lr", ".", "/etc/../../x"]),
+                "`..`",
+            ),
+            (
+                s(&["rsync", "--server", "--sender", "-lR", ".", "/./../root"]),
+                "`..`",
+            ),
+            (
+                s(&["rsync", "--server", "--sender", "-lr", ".", ".."]),
+                "`..`",
+            ),
+            (s(&["tar", "-c", "-f", "-", "-C", "/../..", "."]), "`..`"),
+        ])
+        .collect();
     for (words, needle) in cases {
         let before = Logs::of(hn);
         let args: Vec<&str> = words.iter().map(String::as_str).collect();
