@@ -958,7 +958,7 @@ pub fn prepare_transfer(req: &Request, stdin_fd: RawFd) -> Result<Job, Fail> {
                 EXIT_REFUSED,
                 format!(
                     "remote command is neither an rsync server nor a BackupPC tar command: {}",
-                    req.words.join(" ")
+                    crate::openvz::shown(&req.words.join(" "))
                 ),
             ));
         }

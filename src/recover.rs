@@ -172,10 +172,14 @@ async fn apply(s: &Session, hn: &str, rec: &Recovered, dry_run: bool) -> Result<
         .cloned()
         .unwrap_or_else(|| format!("/var/lib/vz/root/{new}"));
     for (k, v) in [("VE_PRIVATE", &private), ("VE_ROOT", &root)] {
-        if !v.starts_with('/') || v.split('/').any(|c| c == "..") || v.contains('\n') {
+        // The same rule a backup applies to what an HN lists (a recovered config is untrusted too).
+        if let Err(why) = openvz::check_ve_path(v) {
             return Err((
                 EXIT_REFUSED,
-                format!("recovered {k}={v:?} is not a clean absolute path"),
+                format!(
+                    "recovered {k}={} is not a clean absolute path: {why}",
+                    openvz::shown(v)
+                ),
             ));
         }
     }

@@ -250,6 +250,41 @@ fn bare_metal_recovery_from_etc_vzdump_under_a_new_veid() {
             .output()
             .unwrap()
     };
+    // A recovered config naming a private area with shell syntax is refused, nothing written.
+    let evil = bed.path("evil-vzdump");
+    std::fs::create_dir_all(&evil).unwrap();
+    for f in std::fs::read_dir(backup.join("etc/vzdump")).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("VE_PRIVATE=") {
+                    "VE_PRIVATE=\"/vz/private/$(touch /tmp/bpcovz-pwned-recover)\"\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(evil.join(f.file_name().unwrap()), text).unwrap();
+    }
+    let o = Command::new(bin())
+        .arg("--config")
+        .arg(&bed.config)
+        .args(["recover-config", "--from"])
+        .arg(&evil)
+        .args(["--hn", "hn2", "--veid", "231"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("recovered VE_PRIVATE=\"/vz/private/$(touch")
+            && stderr(&o).contains("is not a clean absolute path: it holds '$'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!hn2.path("/etc/vz/conf/231.conf").exists());
+    assert!(!hn2.path("/tmp/bpcovz-pwned-recover").exists());
     let o = recover(&["--dry-run"]);
     assert_ok(&o, "dry run");
     assert!(
