@@ -18,8 +18,25 @@ fn create_ploop_ve(hn: &Hn, veid: u32, host: &str, ip: &str) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// `vzctl snapshot-list`, retried while vzctl's own container lock is held (as after a kill: a
+/// vzctl the dead run had started may still be finishing; vzctl says "Container already locked").
 fn ploop_snapshots(hn: &Hn, veid: u32) -> String {
-    hn.exec_ok(&format!("vzctl snapshot-list {veid} -H"))
+    let mut out = String::new();
+    wait_until(
+        "vzctl snapshot-list without the container locked",
+        30,
+        || {
+            let o = hn.exec(&format!("vzctl snapshot-list {veid} -H"));
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.success() || err.contains("already locked"),
+                "vzctl snapshot-list {veid}: {err}"
+            );
+            o.status.success()
+        },
+    );
+    out
 }
 
 #[test]
