@@ -12,7 +12,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets -- --test-threads="${BPC_OVZ_TEST_THREADS:-4}"
+cargo test --all-targets --no-fail-fast -- --test-threads="${BPC_OVZ_TEST_THREADS:-4}"
 echo "== fuzz (brief: the argv/protect-args and HN-output parsers, BPC_OVZ_FUZZ_SECS per target)"
 ./fuzz/run.sh "${BPC_OVZ_FUZZ_SECS:-8}"
 # The VM tier: two qemu guests with a real kernel and real LVM as hardware nodes (tests/vm, tests/vm.rs;
