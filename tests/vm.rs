@@ -956,6 +956,17 @@ fn thin_ve(n: &Vm, veid: u32, pool_mib: u32) -> Cleanup<'_> {
     cleanup
 }
 
+/// Nothing of bpc-ovz is left on the VM, and the test's thin pool goes away with its cleanup.
+fn thin_ends_clean(n: &Vm, cleanup: Cleanup<'_>) {
+    check_clean(n);
+    drop(cleanup);
+    assert_eq!(
+        n.exec_ok("lvs --noheadings -o lv_name vg-data").trim(),
+        "vz",
+        "the pool and its volumes are gone"
+    );
+}
+
 /// The thin pool's data and metadata usage in percent, as lvs prints them.
 fn pool_usage(n: &Vm, pool: &str) -> (f64, f64) {
     let o = n.exec_ok(&format!(
@@ -1016,13 +1027,7 @@ fn vm_thin_pool_nearly_full_is_refused_before_any_downtime() {
         e.contains("hn1: step 3 preflight") && !e.contains("hn1: step 4 downtime"),
         "refused in the preflight, before the downtime step: {e}"
     );
-    check_clean(hn1);
-    drop(cleanup);
-    assert_eq!(
-        hn1.exec_ok("lvs --noheadings -o lv_name vg-data").trim(),
-        "vz",
-        "the pool and its volumes are gone"
-    );
+    thin_ends_clean(hn1, cleanup);
 }
 
 /// The thin pool fills up during the transfer (a small pool, the VE writing heavily while a
@@ -1088,13 +1093,7 @@ fn vm_thin_pool_overflow_during_the_transfer_fails_the_backup() {
     let k = kernel_log(hn1);
     assert!(k.contains("out-of-data-space"), "{k}");
     assert!(hn1.ve_running(222));
-    check_clean(hn1);
-    drop(cleanup);
-    assert_eq!(
-        hn1.exec_ok("lvs --noheadings -o lv_name vg-data").trim(),
-        "vz",
-        "the pool and its volumes are gone"
-    );
+    thin_ends_clean(hn1, cleanup);
 }
 
 /// The image carries what a thin-LVM backend will need (dm-thin-pool, thin_check): a thin pool,
