@@ -1088,20 +1088,7 @@ fn dump_lease_one_snapshot_for_all_shares_of_a_dump() {
         got.push(marker(&out.join("marker")));
         if share == "/" {
             // The ticker of share `/` is the one frozen at the one stop; etc/vzdump is there.
-            let log = hn1.ve_log(164);
-            let frozen = log
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("stopped counter="))
-                .and_then(|l| l.split_whitespace().next())
-                .expect("stop line")
-                .to_string();
-            let c = std::fs::read_to_string(out.join("var/lib/ticker/counter")).expect("counter");
-            assert_eq!(
-                c.trim(),
-                frozen,
-                "share / holds the counter frozen at the stop"
-            );
+            assert_holds_frozen_counter(hn1, 164, "stopped", &out);
             assert!(out.join("etc/vzdump/164.conf").is_file());
             for d in &SHARES[1..] {
                 assert_eq!(

@@ -47,20 +47,7 @@ fn suspend_mode_freezes_without_stopping() {
     assert_eq!(count(hn1, "chkpnt 161 --suspend"), 1);
     assert_eq!(count(hn1, "chkpnt 161 --resume"), 1);
     // The backup holds the counter value at the moment of the suspend.
-    let log = hn1.ve_log(161);
-    let frozen = log
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("suspended counter="))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        std::fs::read_to_string(dest.join("var/lib/ticker/counter"))
-            .unwrap()
-            .trim(),
-        frozen
-    );
+    assert_holds_frozen_counter(hn1, 161, "suspended", &dest);
     assert!(hn1.ve_running(161));
     assert!(hn1.leftovers().is_empty());
 }

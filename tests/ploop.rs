@@ -85,20 +85,7 @@ fn ploop_backup_from_a_frozen_snapshot() {
     assert!(hn1.leftovers().is_empty(), "{:?}", hn1.leftovers());
     assert!(dest.join("etc/vzdump/181.conf").is_file());
     // The backup is the VE's tree (the image's filesystem) as frozen at the stop.
-    let log = hn1.ve_log(181);
-    let counter = log
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("stopped counter="))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        std::fs::read_to_string(dest.join("var/lib/ticker/counter"))
-            .unwrap()
-            .trim(),
-        counter
-    );
+    assert_holds_frozen_counter(hn1, 181, "stopped", &dest);
     let live = manifest(&hn1.path("/vz/root/181"), &["var/lib/ticker", "lost+found"]);
     let got = manifest(&dest, &["var/lib/ticker", "lost+found", "etc/vzdump"]);
     assert_same_tree(&live, &got, "ploop VE vs backup");

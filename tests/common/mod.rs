@@ -130,6 +130,27 @@ impl Hn {
     }
 }
 
+/// The backup under `dest` holds the VE's ticker counter exactly as the VE's log recorded it at
+/// the last `EVENT counter=N` line (`stopped`, `suspended`): the snapshot froze the VE there.
+pub fn assert_holds_frozen_counter(n: &dyn Node, veid: u32, event: &str, dest: &Path) {
+    let log = n.ve_log(veid);
+    let prefix = format!("{event} counter=");
+    let frozen = log
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `{prefix}` line in VE {veid}'s log:\n{log}"))
+        .to_string();
+    let got = std::fs::read_to_string(dest.join("var/lib/ticker/counter"))
+        .expect("the ticker's counter in the backup");
+    assert_eq!(
+        got.trim(),
+        frozen,
+        "the backup holds the counter frozen at `{event}`; VE {veid}'s log:\n{log}"
+    );
+}
+
 /// A hardware node a scenario runs against: a simulated HN ([`Hn`]) or a VM hardware node with
 /// real LVM (tests/vm.rs), so one choreography can run on both and their results be compared.
 pub trait Node {
