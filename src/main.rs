@@ -50,7 +50,7 @@ pub const EXIT_TRANSPORT: i32 = 255;
 
 pub const EXIT_CODES: &str = "Exit codes: 0 success; rsync's own code when rsync fails; 1 refused (usage, config, \
 command or path); 20 aborted by a signal; 70 VE not found or ambiguous; 71 refused before any downtime (VE \
-locked, no slot, no room, not on LVM, an unusable value listed by the HN); 72 an HN step failed (VE restored to its run state); 73 snapshot \
+locked, no slot, no room, not on LVM, a snapshot.backend that does not fit, an unusable value listed by the HN); 72 an HN step failed (VE restored to its run state); 73 snapshot \
 overflowed (torn backup); 74 cleanup incomplete; 255 SSH transport failure. \
 Admin commands: see `bpc-ovz refresh|check|sweep --help`.";
 
@@ -237,7 +237,8 @@ const PLAN_HELP: &str = "Examples:
   bpc-ovz plan ve101.example.com --restore   what a restore into the VE would do
 
 Exit codes: 0 the plan was printed (read its WARNINGs); 1 usage or config; 70 VE not found or on
-more than one HN; 71 the VE's storage cannot be snapshotted (not on LVM); 255 SSH failure.";
+more than one HN; 71 the VE's storage cannot be snapshotted (not on LVM, or a snapshot.backend that does
+not fit it) or the HN lists a value for the VE that bpc-ovz refuses; 255 SSH failure.";
 
 const REFRESH_HELP: &str = "Examples:
   bpc-ovz refresh                         from cron, e.g. every 15 minutes
