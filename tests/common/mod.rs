@@ -256,6 +256,9 @@ impl Bed {
         let pubkey = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
         let mut hns = Vec::new();
         let mut kh = String::new();
+        // If this panics half-way (an HN that does not come up), the HNs booted so far are shut
+        // down here: the TempDir goes, and their sshd must not outlive it.
+        let mut booted = Booted(Vec::new());
         for i in 0..n {
             let name = format!("hn{}", i + 1);
             let hdir = dir.path().join(&name);
@@ -265,6 +268,7 @@ impl Bed {
                 ("vg0", "xfs")
             };
             let port = free_port();
+            booted.0.push(hdir.clone());
             let o = run(Command::new(simhn().join("hn-up"))
                 .arg(&hdir)
                 .arg(&name)
@@ -309,6 +313,7 @@ impl Bed {
         std::fs::write(&known_hosts, kh).expect("known_hosts");
         let config = dir.path().join("config.yaml");
         let log = dir.path().join("bpc-ovz.log");
+        booted.0.clear(); // the Bed shuts them down from now on
         let bed = Bed {
             dir,
             hns,
@@ -471,14 +476,29 @@ exit($? >> 8);
     }
 }
 
+fn hn_down(dir: &Path) {
+    let _ = Command::new(simhn().join("hn-down"))
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         for h in &self.hns {
-            let _ = Command::new(simhn().join("hn-down"))
-                .arg(&h.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            hn_down(&h.dir);
+        }
+    }
+}
+
+/// The HNs `Bed::new` has started to boot, shut down if it does not finish.
+struct Booted(Vec<PathBuf>);
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            hn_down(d);
         }
     }
 }
