@@ -10,30 +10,6 @@ use common::*;
 
 const TICKER: &str = "var/lib/ticker";
 
-/// What the VE log says right after a backup: the counter value at the last stop (bpc-ovz's) and
-/// the number of boots so far.
-struct Frozen {
-    counter: Option<String>,
-    boots: usize,
-}
-
-fn frozen(hn: &Hn, veid: u32) -> Frozen {
-    let log = hn.ve_log(veid);
-    let counter = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("stopped"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("counter="))
-                .map(String::from)
-        });
-    Frozen {
-        counter,
-        boots: log.lines().filter(|l| l.starts_with("started")).count(),
-    }
-}
-
 /// The received tree equals the VE's private area as it was frozen by the snapshot.
 ///
 /// The running VE keeps writing `var/lib/ticker` after the snapshot; everything else is static,

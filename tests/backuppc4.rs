@@ -45,15 +45,7 @@ fn capture(hn: &Hn, veid: u32) -> Expected {
         .collect();
     let sums = md5sums(&files.iter().map(|f| private.join(f)).collect::<Vec<_>>());
     let log = hn.ve_log(veid);
-    let counter = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("stopped"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("counter="))
-                .map(String::from)
-        });
+    let counter = last_counter(&log, "stopped");
     Expected {
         tree,
         md5: files.into_iter().zip(sums).collect(),

@@ -448,6 +448,20 @@ impl Drop for Ves<'_> {
     }
 }
 
+/// A running VE `veVEID.example.com` (10.10.1.VEID) on the node, stopped when the test ends.
+fn running_ve(n: &dyn Node, veid: u32) -> Ves<'_> {
+    n.create_ve(
+        veid,
+        &format!("ve{veid}.example.com"),
+        &format!("10.10.1.{veid}"),
+        true,
+    );
+    Ves {
+        node: n,
+        ids: vec![veid],
+    }
+}
+
 /// Runs a shell script on a node when a test ends (passing or not).
 struct Cleanup<'a>(&'a dyn Node, String);
 
@@ -522,29 +536,6 @@ fn bpc4_direct(config: &Path, host: &str) -> Output {
 fn check_clean(n: &dyn Node) {
     let left = n.leftovers();
     assert!(left.is_empty(), "{} has leftovers: {left:?}", n.name());
-}
-
-/// The counter value at the last `vzctl stop` (bpc-ovz's) and the number of boots so far.
-struct Frozen {
-    counter: Option<String>,
-    boots: usize,
-}
-
-fn frozen(n: &dyn Node, veid: u32) -> Frozen {
-    let log = n.ve_log(veid);
-    let counter = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("stopped"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("counter="))
-                .map(String::from)
-        });
-    Frozen {
-        counter,
-        boots: log.lines().filter(|l| l.starts_with("started")).count(),
-    }
 }
 
 /// The received tree equals the VE's private area (all but the ticker, which the running VE
@@ -622,11 +613,7 @@ fn vm_ve_on_the_second_vm_by_ip_on_xfs() {
     };
     let p = s.pool;
     let (hn1, hn2) = (p.vm("hn1"), p.vm("hn2"));
-    hn2.create_ve(202, "ve202.example.com", "10.10.1.202", true);
-    let _ves = Ves {
-        node: hn2,
-        ids: vec![202],
-    };
+    let _ves = running_ve(hn2, 202);
     let dest = p.dir.join("b202");
     hn2.exec_ok("dmesg -c >/dev/null");
     // Paths in argv (no protect-args), the BackupPC host given by the VE's IP.
@@ -672,11 +659,7 @@ fn vm_snapshot_overflow_during_the_transfer_fails_the_backup() {
     };
     let p = s.pool;
     let hn2 = p.vm("hn2");
-    hn2.create_ve(212, "ve212.example.com", "10.10.1.212", true);
-    let _ves = Ves {
-        node: hn2,
-        ids: vec![212],
-    };
+    let _ves = running_ve(hn2, 212);
     hn2.exec_ok("head -c 4000000 /dev/urandom > /vz/private/212/home/u/big");
     let config = p.config_with("8M");
     hn2.exec_ok("dmesg -c >/dev/null");
@@ -738,11 +721,7 @@ fn vm_lvremove_while_the_snapshot_is_busy_is_retried() {
     };
     let p = s.pool;
     let hn2 = p.vm("hn2");
-    hn2.create_ve(205, "ve205.example.com", "10.10.1.205", true);
-    let _ves = Ves {
-        node: hn2,
-        ids: vec![205],
-    };
+    let _ves = running_ve(hn2, 205);
     // A process on the HN opens the snapshot device once bpc-ovz has mounted it (not earlier: an
     // open while `lvcreate` still activates the new LV makes lvcreate itself fail, "Unable to
     // deactivate failed new LV") and keeps it open until 7 s after bpc-ovz unmounted it. lvm2
@@ -797,11 +776,7 @@ fn vm_sigkill_inside_the_downtime_window_hn_restarts_and_cleans_up() {
     };
     let p = s.pool;
     let hn1 = p.vm("hn1");
-    hn1.create_ve(107, "ve107.example.com", "10.10.1.107", true);
-    let _ves = Ves {
-        node: hn1,
-        ids: vec![107],
-    };
+    let _ves = running_ve(hn1, 107);
     hn1.exec_ok(
         "echo 1500 > /etc/vzsim/faults/slow-stop-ms; rm -f /run/vglock.log; setsid sh -c '\
            while [ -e /var/lib/vzsim/ve/107/init.pid ]; do sleep 0.02; done; \
@@ -845,11 +820,7 @@ fn vm_sigkill_during_the_transfer_leaves_nothing_behind() {
     };
     let p = s.pool;
     let hn2 = p.vm("hn2");
-    hn2.create_ve(208, "ve208.example.com", "10.10.1.208", true);
-    let _ves = Ves {
-        node: hn2,
-        ids: vec![208],
-    };
+    let _ves = running_ve(hn2, 208);
     hn2.exec_ok("head -c 4000000 /dev/urandom > /vz/private/208/home/u/big");
     let mut rsync = spawn_bpc4(
         &p.config,

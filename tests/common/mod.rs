@@ -130,18 +130,38 @@ impl Hn {
     }
 }
 
-/// The backup under `dest` holds the VE's ticker counter exactly as the VE's log recorded it at
-/// the last `EVENT counter=N` line (`stopped`, `suspended`): the snapshot froze the VE there.
-pub fn assert_holds_frozen_counter(n: &dyn Node, veid: u32, event: &str, dest: &Path) {
-    let log = n.ve_log(veid);
+/// The ticker counter on the VE log's last `EVENT counter=N ...` line (`stopped`, `suspended`):
+/// the value the VE had when it was stopped or suspended.
+pub fn last_counter(log: &str, event: &str) -> Option<String> {
     let prefix = format!("{event} counter=");
-    let frozen = log
-        .lines()
+    log.lines()
         .rev()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no `{prefix}` line in VE {veid}'s log:\n{log}"))
-        .to_string();
+        .map(String::from)
+}
+
+/// What the VE log says right after a backup: the counter value at the last stop (bpc-ovz's) and
+/// the number of boots so far.
+pub struct Frozen {
+    pub counter: Option<String>,
+    pub boots: usize,
+}
+
+pub fn frozen(n: &dyn Node, veid: u32) -> Frozen {
+    let log = n.ve_log(veid);
+    Frozen {
+        counter: last_counter(&log, "stopped"),
+        boots: log.lines().filter(|l| l.starts_with("started")).count(),
+    }
+}
+
+/// The backup under `dest` holds the VE's ticker counter exactly as the VE's log recorded it at
+/// the last `EVENT counter=N` line: the snapshot froze the VE there.
+pub fn assert_holds_frozen_counter(n: &dyn Node, veid: u32, event: &str, dest: &Path) {
+    let log = n.ve_log(veid);
+    let frozen = last_counter(&log, event)
+        .unwrap_or_else(|| panic!("no `{event} counter=` line in VE {veid}'s log:\n{log}"));
     let got = std::fs::read_to_string(dest.join("var/lib/ticker/counter"))
         .expect("the ticker's counter in the backup");
     assert_eq!(
