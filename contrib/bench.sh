@@ -17,6 +17,8 @@
 #   relay        1 GiB through `bpc-ovz bench-exec` vs OpenSSH `ssh` to the same sshd, download
 #                (remote `head -c N /dev/zero` -> local /dev/null) and upload (local -> remote
 #                `wc -c`, which also checks the byte count), on loopback and through the proxy.
+#                Uploads run `bench-exec --upload`: spread over ssh.upload_channels channels when
+#                the round trip is >= 4 ms, as a restore's upload is (src/upload.rs).
 #                `bench-exec` is a hidden bpc-ovz subcommand for this only: it connects to a
 #                configured HN and runs COMMAND through the same transport and relay code a
 #                transfer uses (src/bench_exec.rs). `bpc-ovz ssh` itself only runs rsync/tar
@@ -225,7 +227,8 @@ relay_run() {
 		fi
 	else
 		if [ "$client" = bpc ]; then
-			out=$(head -c "$bytes" /dev/zero | /usr/bin/time -f '%e %M %U %S' -o "$tf" "$BIN" bench-exec --config "$work/relay.yaml" "$net" "$up")
+			# --upload: spread over ssh.upload_channels when the round trip calls for it, as a restore
+			out=$(head -c "$bytes" /dev/zero | /usr/bin/time -f '%e %M %U %S' -o "$tf" "$BIN" bench-exec --config "$work/relay.yaml" --upload "$net" "$up")
 		else
 			out=$(head -c "$bytes" /dev/zero | /usr/bin/time -f '%e %M %U %S' -o "$tf" "${SSH[@]}" -p "$p" 127.0.0.1 "$up")
 		fi

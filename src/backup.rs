@@ -17,7 +17,7 @@ use crate::lvm::{self, Lv, Mount, Vg};
 use crate::openvz::{self, ListedVe, VeId};
 use crate::plan::{Action, Phase, Plan, Step, guard_command};
 use crate::quote::{RemoteCmd, quote};
-use crate::relay::{StderrSink, relay};
+use crate::relay::{Input, StderrSink, relay};
 use crate::rsync_args::{self, Direction, ProtectedArgs, RsyncServer};
 use crate::snapshot::{
     BackendChoice, HN_STATE_DIR, LvmThick, ModeChain, Ploop, Quiesce, SNAP_PREFIX, SnapshotBackend,
@@ -1039,6 +1039,7 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
     }
     let ctx = RunCtx {
         session: &session,
+        upload_channels: cfg.ssh.upload_channels,
         hn: &hn.name,
         veid: &facts.veid,
         running: facts.running,
@@ -1054,6 +1055,8 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
 /// What `execute` needs to know about the run it executes.
 pub struct RunCtx<'a> {
     pub session: &'a Session,
+    /// `ssh.upload_channels`: the channels a restore's upload is spread over.
+    pub upload_channels: u8,
     pub hn: &'a str,
     pub veid: &'a VeId,
     pub running: bool,
@@ -1071,6 +1074,11 @@ pub async fn execute(
     cancel: watch::Receiver<bool>,
 ) -> Result<i32, Fail> {
     let (session, tar, caller) = (ctx.session, ctx.tar, ctx.caller);
+    // Only a restore sends much: a backup's stdin is rsync's small requests, on one channel.
+    let input = Input {
+        prefix,
+        channels: if ctx.restore { ctx.upload_channels } else { 1 },
+    };
     let nonce = crate::nonce();
     let guard = session
         .open(&guard_command(plan, &nonce))
@@ -1091,7 +1099,7 @@ pub async fn execute(
                 }))
             }
         };
-        match relay(session_ref, &command, prefix, 0, 1, sink, cancel2).await {
+        match relay(session_ref, &command, input, 0, 1, sink, cancel2).await {
             Ok((ExitOutcome::Exited(c), stats)) => {
                 let c = c as i32;
                 TransferResult {

@@ -6,7 +6,8 @@
 //! transport ([`Session::connect`] with the options a transfer uses) and runs COMMAND through the
 //! same stdio relay a transfer uses ([`relay`]: fds 0/1, remote stderr to fd 2), then exits with
 //! the remote exit code (255 without one, as ssh). Nothing else happens on the HN: no locate, no
-//! guard, no snapshot.
+//! guard, no snapshot. `--upload` spreads stdin over `ssh.upload_channels` channels, as a
+//! restore's transfer does.
 //!
 //! It gives no power beyond the configured SSH key itself (anyone who can read the config and
 //! key can run `ssh` with them); it is hidden from `--help` and the man pages only because it is
@@ -16,7 +17,7 @@ use std::path::Path;
 
 use tokio::sync::watch;
 
-use crate::relay::{StderrSink, relay};
+use crate::relay::{Input, StderrSink, relay};
 use crate::ssh::{Session, SshError};
 use crate::{EXIT_REFUSED, EXIT_SIGNAL, EXIT_TRANSPORT, config, locate};
 
@@ -25,6 +26,7 @@ pub async fn run(
     config_file: Option<&Path>,
     hn_name: &str,
     command: &[String],
+    upload: bool,
     cancel: watch::Receiver<bool>,
 ) -> i32 {
     let cfg = match config::Config::load(config_file) {
@@ -66,7 +68,10 @@ pub async fn run(
     let result = relay(
         &session,
         &command,
-        Vec::new(),
+        Input {
+            prefix: Vec::new(),
+            channels: if upload { cfg.ssh.upload_channels } else { 1 },
+        },
         0,
         1,
         StderrSink::Fd2,

@@ -67,6 +67,8 @@ struct RawSsh {
     #[serde(default)]
     window_size: Option<String>,
     #[serde(default)]
+    upload_channels: Option<u8>,
+    #[serde(default)]
     user: Option<String>,
 }
 
@@ -177,6 +179,8 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     pub keepalive: Duration,
     pub window_size: u32,
+    /// SSH channels a restore's upload is spread over (1..=6; see upload.rs).
+    pub upload_channels: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +327,18 @@ impl Config {
                 b as u32
             }
         };
+        let upload_channels = ssh_raw
+            .upload_channels
+            .unwrap_or(crate::upload::DEFAULT_CHANNELS);
+        if !(1..=crate::upload::MAX_CHANNELS).contains(&upload_channels) {
+            return Err(invalid(
+                "ssh.upload_channels",
+                format!(
+                    "{upload_channels}: must be between 1 (one channel) and {}",
+                    crate::upload::MAX_CHANNELS
+                ),
+            ));
+        }
         if let Some(env) = &ssh_raw.passphrase_env
             && env.is_empty()
         {
@@ -347,6 +363,7 @@ impl Config {
             )?,
             keepalive: dur("ssh.keepalive", &ssh_raw.keepalive, Duration::from_secs(30))?,
             window_size: window,
+            upload_channels,
         };
 
         let snapshot_size = match raw.snapshot.as_ref().and_then(|s| s.size.clone()) {
@@ -989,6 +1006,16 @@ mod tests {
         assert!(e.contains("ssh.host_key_policy"), "{e}");
         let e = Config::parse("hns: [a, a]\n", "f").unwrap_err().to_string();
         assert!(e.contains("twice"), "{e}");
+        for bad in ["0", "7", "-1", "four"] {
+            let e = Config::parse(&format!("ssh:\n  upload_channels: {bad}\n"), "f")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ssh.upload_channels"), "{bad}: {e}");
+        }
+        let c = Config::parse("ssh:\n  upload_channels: 6\n", "f").expect("6 channels");
+        assert_eq!(c.ssh.upload_channels, 6);
+        let c = Config::parse("hns: [a]\n", "f").expect("default");
+        assert_eq!(c.ssh.upload_channels, crate::upload::DEFAULT_CHANNELS);
         let e = Config::parse("snapshot:\n  sise: 1G\n", "f")
             .unwrap_err()
             .to_string();

@@ -547,6 +547,7 @@ pub async fn transfer(
     };
     let ctx = RunCtx {
         session: &session,
+        upload_channels: cfg.ssh.upload_channels,
         hn: &hn.name,
         veid: &veid,
         running,

@@ -24,6 +24,7 @@ mod rsync_args;
 mod snapshot;
 mod ssh;
 mod tar_args;
+mod upload;
 
 use std::path::PathBuf;
 
@@ -216,6 +217,9 @@ enum Cmd {
     /// Benchmarking only (contrib/bench.sh): run COMMAND on HN through the transfer's SSH relay.
     #[command(hide = true)]
     BenchExec {
+        /// Send stdin over `ssh.upload_channels` channels, as a restore does
+        #[arg(long)]
+        upload: bool,
         /// A configured HN (name, host or host:port)
         hn: String,
         /// The remote command (words joined by spaces, as ssh does)
@@ -479,9 +483,11 @@ async fn run(cli: Cli) -> i32 {
             Err(code) => code,
         },
         Cmd::Generate { what } => admin::generate::run(Cli::command(), what),
-        Cmd::BenchExec { hn, command } => {
-            bench_exec::run(cli.config.as_deref(), &hn, &command, signals()).await
-        }
+        Cmd::BenchExec {
+            upload,
+            hn,
+            command,
+        } => bench_exec::run(cli.config.as_deref(), &hn, &command, upload, signals()).await,
     }
 }
 

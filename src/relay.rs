@@ -5,6 +5,9 @@
 //! stderr to fd 2 when asked). The async side moves data between them and the channel, reading
 //! and writing concurrently (pitfall 3), and returns once the channel is closed (pitfall 1).
 //! None of the caller's fds is ever closed.
+//!
+//! With [`Input::channels`] > 1 the stdin goes over several channels ([`crate::upload`]): channel
+//! 0 runs the command behind the HN-side reassembler, the others each feed one of its fifos.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,11 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use russh::{ChannelMsg, Sig};
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn};
+use russh::client;
+use russh::{ChannelMsg, ChannelWriteHalf, Sig};
+use tokio::sync::{OnceCell, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
 
-use crate::ssh::{ExitOutcome, OutcomeTracker, Session, SshError};
+use crate::ssh::{ChanReader, ExitOutcome, OutcomeTracker, Session, SshError};
+use crate::upload::{self, Handshake};
 
 /// Size of one read of the local stdin (pitfall 5: 8 KiB reads cost 20-40% of the throughput).
 const READ_CHUNK: usize = 256 * 1024;
@@ -29,6 +35,10 @@ const POLL_MS: i32 = 100;
 const OUT_QUEUE: usize = 64;
 /// Stdin chunks queued for the channel.
 const IN_QUEUE: usize = 4;
+/// ... for an upload over several channels, where a frame is up to 1 MiB of them.
+const IN_QUEUE_UPLOAD: usize = 16;
+/// How long a frame of an upload waits for more stdin before it is sent.
+const COALESCE: Duration = Duration::from_millis(2);
 
 /// Receives the remote stderr, piece by piece, in order.
 pub type StderrCallback = Box<dyn FnMut(&[u8]) + Send>;
@@ -52,6 +62,16 @@ impl std::fmt::Debug for StderrSink {
     }
 }
 
+/// What the remote stdin gets, besides the bytes of the local stdin fd.
+#[derive(Clone, Debug, Default)]
+pub struct Input {
+    /// Sent first (BackupPC's `--protect-args` words).
+    pub prefix: Vec<u8>,
+    /// SSH channels the stdin is spread over: 0 or 1 for one, up to [`upload::MAX_CHANNELS`]
+    /// for an upload-heavy transfer (a restore).
+    pub channels: u8,
+}
+
 /// Bytes moved by [`relay`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayStats {
@@ -63,8 +83,9 @@ pub struct RelayStats {
     pub bytes_err: u64,
 }
 
-/// Runs `command` on a new channel of `session` and relays `prefix` + the bytes of `stdin_fd` to
-/// its stdin (then EOF), its stdout to `stdout_fd` and its stderr to `stderr`.
+/// Runs `command` on a new channel of `session` and relays `input.prefix` + the bytes of
+/// `stdin_fd` to its stdin (then EOF; over `input.channels` channels), its stdout to `stdout_fd`
+/// and its stderr to `stderr`.
 ///
 /// Returns once the channel is closed and all its output has been written, with the remote
 /// outcome. If the remote finishes first, a still open stdin does not keep the relay alive. A
@@ -76,7 +97,7 @@ pub struct RelayStats {
 pub async fn relay(
     session: &Session,
     command: &str,
-    prefix: Vec<u8>,
+    input: Input,
     stdin_fd: RawFd,
     stdout_fd: RawFd,
     mut stderr: StderrSink,
@@ -96,14 +117,44 @@ pub async fn relay(
         stderr = StderrSink::Discard;
     }
 
-    let (mut rd, wr) = session.start(command).await?;
+    let Input { prefix, channels } = input;
+    let mut channels = channels.clamp(1, upload::MAX_CHANNELS);
+    if channels > 1 {
+        // One channel carries 2 MiB per round trip (sshd's window): enough below STRIPE_RTT;
+        // more channels there would only cost the HN CPU (a `cat` and a `head` per frame).
+        let rtt = session.round_trip().await;
+        if rtt.is_some_and(|r| r >= upload::STRIPE_RTT) {
+            info!(
+                "upload over {channels} SSH channels (round trip {:.1} ms)",
+                rtt.unwrap_or_default().as_secs_f64() * 1000.0
+            );
+        } else {
+            debug!("upload over one SSH channel (round trip {rtt:?})");
+            channels = 1;
+        }
+    }
+    let (mut rd, wr) = if channels > 1 {
+        session.start(&upload::wrap(command, channels)).await?
+    } else {
+        session.start(command).await?
+    };
+    // Several channels: channel 0's first stdout line says how to send (upload.rs).
+    let (hs_tx, hs_rx) = oneshot::channel::<Handshake>();
+    let mut handshake = (channels > 1).then(|| (Vec::new(), hs_tx));
+    // The other channels' write halves, once open (closed when the relay ends).
+    let extra: OnceCell<Vec<ChannelWriteHalf<client::Msg>>> = OnceCell::new();
 
     // The fd threads.
     let in_stop = Arc::new(AtomicBool::new(false));
     let out_stop = Arc::new(AtomicBool::new(false));
     // If we leave early (an error, or this future is dropped), the threads stop too.
     let _stop_guard = StopOnDrop(vec![in_stop.clone(), out_stop.clone()]);
-    let (in_tx, mut in_rx) = mpsc::channel::<io::Result<Bytes>>(IN_QUEUE);
+    let queue = if channels > 1 {
+        IN_QUEUE_UPLOAD
+    } else {
+        IN_QUEUE
+    };
+    let (in_tx, mut in_rx) = mpsc::channel::<io::Result<Bytes>>(queue);
     let in_done = spawn_reader(stdin_fd, in_tx, in_stop.clone())
         .map_err(|e| session.local_io("cannot start the stdin thread", e))?;
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
@@ -123,8 +174,27 @@ pub async fn relay(
 
     // Local stdin -> remote stdin, then EOF.
     let sent = AtomicU64::new(0);
-    let (wr_ref, sent_ref) = (&wr, &sent);
+    let (wr_ref, sent_ref, extra_ref) = (&wr, &sent, &extra);
     let mut send_fut = Box::pin(async move {
+        if channels > 1 {
+            let dir = match hs_rx.await {
+                // The channel ended before its first line: nothing to send.
+                Err(_) => return Ok(()),
+                Ok(Handshake::Plain) => {
+                    debug!("no fifos on the HN: the upload goes over one channel");
+                    None
+                }
+                Ok(Handshake::Fifos(dir)) => Some(dir),
+            };
+            if let Some(dir) = dir {
+                let writers = open_writers(session, &dir, channels)
+                    .await
+                    .map_err(SendError::Open)?;
+                let writers = extra_ref.get_or_init(|| async { writers }).await;
+                let all: Vec<_> = std::iter::once(wr_ref).chain(writers.iter()).collect();
+                return send_frames(&all, prefix, &mut in_rx, sent_ref).await;
+            }
+        }
         if !prefix.is_empty() {
             let n = prefix.len() as u64;
             wr_ref
@@ -169,6 +239,28 @@ pub async fn relay(
             }
             msg = rd.recv(), if pending.is_none() => match msg {
                 None => break End::Closed,
+                Some(ChannelMsg::Data { data }) if handshake.is_some() => {
+                    let Some((mut line, tx)) = handshake.take() else { continue };
+                    line.extend_from_slice(&data);
+                    let Some(nl) = line.iter().position(|&b| b == b'\n') else {
+                        if line.len() > 4096 {
+                            break End::Handshake("no first line".into());
+                        }
+                        handshake = Some((line, tx));
+                        continue;
+                    };
+                    match upload::parse_handshake(&line[..nl]) {
+                        Ok(h) => {
+                            let _ = tx.send(h);
+                        }
+                        Err(why) => break End::Handshake(why),
+                    }
+                    let rest = Bytes::copy_from_slice(&line[nl + 1..]);
+                    if !rest.is_empty() {
+                        stats.bytes_out += rest.len() as u64;
+                        pending = Some((Target::Out, rest));
+                    }
+                }
                 Some(ChannelMsg::Data { data }) => {
                     stats.bytes_out += data.len() as u64;
                     pending = Some((Target::Out, data));
@@ -192,6 +284,7 @@ pub async fn relay(
                     // The remote stopped reading (closed or exiting): keep reading its output.
                     Err(SendError::Remote(e)) => debug!("sending stdin: {e}"),
                     Err(SendError::Local(e)) => break End::StdinFailed(e),
+                    Err(SendError::Open(e)) => break End::OpenFailed(e),
                 }
             }
         }
@@ -201,6 +294,12 @@ pub async fn relay(
     in_stop.store(true, Ordering::Relaxed);
     drop(send_fut);
     stats.bytes_in = sent.load(Ordering::Relaxed);
+    // The other upload channels: the HN side no longer reads them (it ended, or we give up).
+    if let Some(writers) = extra.get() {
+        for w in writers {
+            let _ = w.close().await;
+        }
+    }
 
     let result =
         match end {
@@ -267,6 +366,21 @@ pub async fn relay(
                 let _ = wr.close().await;
                 Err(session.local_io(format!("reading local stdin (fd {stdin_fd})"), e))
             }
+            End::Handshake(why) => {
+                out_stop.store(true, Ordering::Relaxed);
+                let _ = wr.close().await;
+                Err(session.protocol(format!(
+                    "the HN side of a {channels}-channel upload did not start: {why}"
+                )))
+            }
+            End::OpenFailed(e) => {
+                out_stop.store(true, Ordering::Relaxed);
+                let _ = wr.close().await;
+                Err(session.protocol(format!(
+                    "cannot open the {channels} channels of an upload ({e}); \
+                     set ssh.upload_channels: 1, or raise MaxSessions in the HN's sshd_config"
+                )))
+            }
         };
 
     // Make sure the stdin thread no longer touches the fd (it looks at its flag every POLL_MS).
@@ -291,6 +405,10 @@ enum End {
     Cancelled,
     StdoutFailed,
     StdinFailed(io::Error),
+    /// Channel 0's first line was not the upload handshake.
+    Handshake(String),
+    /// The other channels of an upload could not be opened.
+    OpenFailed(SshError),
 }
 
 /// Raises the flags when dropped.
@@ -307,6 +425,138 @@ impl Drop for StopOnDrop {
 enum SendError {
     Remote(russh::Error),
     Local(io::Error),
+    Open(SshError),
+}
+
+/// Opens channels 1..n of an upload into the fifos in `dir`, each drained by its own task.
+async fn open_writers(
+    session: &Session,
+    dir: &str,
+    n: u8,
+) -> Result<Vec<ChannelWriteHalf<client::Msg>>, SshError> {
+    let mut set = JoinSet::new();
+    for k in 1..n {
+        let (s, cmd) = (session.clone(), upload::writer_command(dir, k));
+        set.spawn(async move { (k, s.start(&cmd).await) });
+    }
+    let mut opened = Vec::new();
+    let mut failed = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((k, Ok((rd, wr)))) => {
+                tokio::spawn(drain_writer(k, rd));
+                opened.push((k, wr));
+            }
+            Ok((_, Err(e))) => failed = failed.or(Some(e)),
+            Err(e) => failed = failed.or(Some(session.protocol(format!("channel task: {e}")))),
+        }
+    }
+    if let Some(e) = failed {
+        for (_, w) in &opened {
+            let _ = w.close().await;
+        }
+        return Err(e);
+    }
+    opened.sort_by_key(|(k, _)| *k);
+    Ok(opened.into_iter().map(|(_, w)| w).collect())
+}
+
+/// Reads channel `k` of an upload (`cat` into a fifo) to its end; says so if it failed.
+async fn drain_writer(k: u8, mut rd: ChanReader) {
+    let mut tracker = OutcomeTracker::default();
+    let mut err = Vec::new();
+    while let Some(msg) = rd.recv().await {
+        match msg {
+            ChannelMsg::ExtendedData { data, .. } if err.len() < 4096 => {
+                err.extend_from_slice(&data)
+            }
+            ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. } => {}
+            other => {
+                tracker.observe(&other);
+            }
+        }
+    }
+    // `Lost` is the session closing after the transfer: the stream's own end mark tells whether
+    // everything arrived (relay() and the HN side check it).
+    let outcome = tracker.finish();
+    if !err.is_empty() || matches!(outcome, ExitOutcome::Exited(c) if c != 0) {
+        warn!(
+            "upload channel {k}: {outcome}: {}",
+            String::from_utf8_lossy(&err).trim()
+        );
+    }
+}
+
+/// Sends `prefix` + the stdin chunks as frames, frame i on `chans[i % n]`, then the end mark,
+/// then EOF on every channel.
+async fn send_frames(
+    chans: &[&ChannelWriteHalf<client::Msg>],
+    prefix: Vec<u8>,
+    in_rx: &mut mpsc::Receiver<io::Result<Bytes>>,
+    sent: &AtomicU64,
+) -> Result<(), SendError> {
+    let mut k = 0;
+    let mut first = (!prefix.is_empty()).then(|| Bytes::from(prefix));
+    let mut at_eof = false;
+    while !at_eof {
+        let mut parts = Vec::new();
+        let mut len = 0;
+        if let Some(p) = first.take() {
+            len += p.len();
+            parts.push(p);
+        }
+        if parts.is_empty() {
+            match in_rx.recv().await {
+                None => break,
+                Some(chunk) => {
+                    let chunk = chunk.map_err(SendError::Local)?;
+                    len += chunk.len();
+                    parts.push(chunk);
+                }
+            }
+        }
+        // Fill the frame with what follows closely (a pipe gives at most 64 KiB per read, and
+        // each frame costs the HN side a `head`); a pause of COALESCE ends it early.
+        while len + READ_CHUNK <= upload::FRAME_MAX {
+            let next = match in_rx.try_recv() {
+                Ok(chunk) => Some(chunk),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout(COALESCE, in_rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+            };
+            let Some(chunk) = next else {
+                at_eof = true;
+                break;
+            };
+            let chunk = chunk.map_err(SendError::Local)?;
+            len += chunk.len();
+            parts.push(chunk);
+        }
+        let ch = chans[k];
+        ch.data_bytes(upload::header(len))
+            .await
+            .map_err(SendError::Remote)?;
+        for p in parts {
+            ch.data_bytes(p).await.map_err(SendError::Remote)?;
+        }
+        ch.data_bytes(Bytes::from_static(upload::TRAILER))
+            .await
+            .map_err(SendError::Remote)?;
+        sent.fetch_add(len as u64, Ordering::Relaxed);
+        k = (k + 1) % chans.len();
+    }
+    chans[k]
+        .data_bytes(Bytes::from_static(upload::END))
+        .await
+        .map_err(SendError::Remote)?;
+    for ch in chans {
+        ch.eof().await.map_err(SendError::Remote)?;
+    }
+    Ok(())
 }
 
 async fn reserve(tx: Option<&mpsc::Sender<Bytes>>) -> Option<mpsc::Permit<'_, Bytes>> {

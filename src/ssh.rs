@@ -625,6 +625,27 @@ impl Session {
         }
     }
 
+    /// The network round trip to the server: the faster of two keepalive pings (answered by
+    /// sshd itself, no process involved). `None` if a ping failed.
+    pub async fn round_trip(&self) -> Option<Duration> {
+        let mut best: Option<Duration> = None;
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            self.inner.handle.send_ping().await.ok()?;
+            let d = t.elapsed();
+            best = Some(best.map_or(d, |b| b.min(d)));
+        }
+        best
+    }
+
+    pub(crate) fn protocol(&self, msg: impl Into<String>) -> SshError {
+        SshError::Protocol {
+            host: self.inner.host.clone(),
+            port: self.inner.port,
+            msg: msg.into(),
+        }
+    }
+
     pub(crate) fn local_io(&self, what: impl Into<String>, source: io::Error) -> SshError {
         SshError::LocalIo {
             host: self.inner.host.clone(),

@@ -5,13 +5,10 @@
 //! log readers of contrib/bench-lib.sh on a simulated HN's and bpc-ovz's real logs.
 
 mod common;
-#[allow(dead_code)]
-#[path = "../examples/delay_proxy.rs"]
-mod delay_proxy;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,24 +91,6 @@ impl Drop for Sshd {
     }
 }
 
-/// Starts the delay proxy in front of `upstream` on a thread of this test; returns its port.
-fn start_proxy(upstream: u16, delay: Duration) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            delay_proxy::serve(l, SocketAddr::from(([127, 0, 0, 1], upstream)), delay).await;
-        });
-    });
-    port
-}
-
 fn pseudo_random(n: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
@@ -129,7 +108,7 @@ fn bench_exec_through_the_delay_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let sshd = Sshd::start(d);
-    let pport = start_proxy(sshd.port, Duration::from_millis(10));
+    let pport = common::start_delay_proxy(sshd.port, Duration::from_millis(10));
 
     // The proxy delays: the server's identification string arrives >= 10 ms after connecting.
     let t0 = Instant::now();
@@ -197,6 +176,38 @@ fn bench_exec_through_the_delay_proxy() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stdout == input, "stdout differs from stdin");
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "done");
+
+    // --upload: stdin spread over ssh.upload_channels channels (the proxy's 20 ms round trip is
+    // above the threshold), the same bytes arrive, in order.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bench-exec", "--upload", "wan", "sha256sum"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let mut stdin = c.stdin.take().expect("stdin");
+            let data = input.clone();
+            let feeder = std::thread::spawn(move || stdin.write_all(&data));
+            let out = c.wait_with_output();
+            feeder.join().expect("feeder").expect("write stdin");
+            out
+        })
+        .expect("bench-exec --upload");
+    let local = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(&input)?;
+            c.wait_with_output()
+        })
+        .expect("local sha256sum");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, local.stdout);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 
     // Unknown HN: refused before connecting.
     let out = Command::new(bin())

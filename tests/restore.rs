@@ -99,6 +99,101 @@ fn restore_into_running_ve_uses_its_live_root_and_keeps_it_running() {
     );
 }
 
+/// Over a slow link (a delay proxy in front of the HN's sshd: a 20 ms round trip) a restore
+/// spreads its upload over `ssh.upload_channels` SSH channels (sshd's 2 MiB window per channel
+/// would bound it), says so in the log, and lands byte-exact; the HN keeps no fifo directory.
+#[test]
+fn restore_over_a_slow_link_spreads_the_upload() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(124, "ve124.example.com", "10.10.0.124", true);
+    let src = bed.path("src");
+    source_tree(&src);
+    // 12 MiB in files of 0.5-3 MiB: a dozen frames.
+    let mut x: u32 = 7;
+    for i in 0..6 {
+        let len = (i + 1) << 19;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect();
+        std::fs::write(src.join(format!("sub/blob{i}")), data).unwrap();
+    }
+    let pport = start_delay_proxy(hn1.port, std::time::Duration::from_millis(10));
+    let kh = std::fs::read_to_string(&bed.known_hosts).unwrap();
+    let proxied = kh.replace(
+        &format!("[127.0.0.1]:{} ", hn1.port),
+        &format!("[127.0.0.1]:{pport} "),
+    );
+    std::fs::write(&bed.known_hosts, format!("{kh}{proxied}")).unwrap();
+    bed.write_config("");
+    let cfg = std::fs::read_to_string(&bed.config).unwrap();
+    let cfg = cfg.replace(
+        &format!("port: {}\n", hn1.port),
+        &format!("port: {pport}\n"),
+    );
+    std::fs::write(&bed.config, cfg).unwrap();
+    let tmp_dirs = || -> Vec<String> {
+        std::fs::read_dir("/tmp")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("bpcovz-up."))
+            .collect()
+    };
+
+    let o = push_bpc4(&bed, "ve124.example.com", &src, "/home/u/r", true, &[]);
+    assert_ok(&o, "restore over the slow link");
+    assert!(
+        stderr(&o).contains("upload over 4 SSH channels"),
+        "{}",
+        stderr(&o)
+    );
+    assert_same_tree(
+        &manifest(&src, &[]),
+        &manifest(&hn1.path("/vz/root/124/home/u/r"), &[]),
+        "restored tree",
+    );
+    assert!(hn1.ve_running(124));
+    assert!(hn1.leftovers().is_empty(), "{:?}", hn1.leftovers());
+    assert!(tmp_dirs().is_empty(), "left in /tmp: {:?}", tmp_dirs());
+
+    // The HN's rsync fails at once (the target's parent is missing) while the client's rsync
+    // waits for it: the restore ends with rsync's error, as over plain ssh (the HN side used to
+    // wait for the rest of the upload for ever).
+    let o = push_bpc4(&bed, "ve124.example.com", &src, "/no/such/dir", true, &[]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mkdir \"/no/such/dir\" failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(hn1.ve_running(124));
+    assert!(hn1.leftovers().is_empty(), "{:?}", hn1.leftovers());
+    assert!(tmp_dirs().is_empty(), "left in /tmp: {:?}", tmp_dirs());
+
+    // ssh.upload_channels: 1 keeps it on one channel.
+    bed.write_config("");
+    let cfg = std::fs::read_to_string(&bed.config).unwrap();
+    let cfg = cfg
+        .replace(
+            &format!("port: {}\n", hn1.port),
+            &format!("port: {pport}\n"),
+        )
+        .replace("  agent: false\n", "  agent: false\n  upload_channels: 1\n");
+    std::fs::write(&bed.config, cfg).unwrap();
+    let o = push_bpc4(&bed, "ve124.example.com", &src, "/home/u/r1", true, &[]);
+    assert_ok(&o, "restore over one channel");
+    assert!(!stderr(&o).contains("SSH channels"), "{}", stderr(&o));
+    assert_same_tree(
+        &manifest(&src, &[]),
+        &manifest(&hn1.path("/vz/root/124/home/u/r1"), &[]),
+        "restored tree (one channel)",
+    );
+}
+
 #[test]
 fn restore_into_stopped_ve_uses_its_private_area_and_keeps_it_stopped() {
     let bed = Bed::new(1);

@@ -11,6 +11,18 @@ mod ssh;
 #[path = "../src/relay.rs"]
 mod relay;
 
+#[allow(dead_code)]
+#[path = "../src/upload.rs"]
+mod upload;
+
+#[allow(dead_code)]
+#[path = "../src/quote.rs"]
+mod quote;
+
+#[allow(dead_code)]
+#[path = "../examples/delay_proxy.rs"]
+mod delay_proxy;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay::{RelayStats, StderrSink, relay};
+use relay::{Input, RelayStats, StderrSink, relay};
 use ssh::{Event, ExitOutcome, HnAddr, HostKeyPolicy, Session, SshError, SshOptions};
 use tokio::sync::watch;
 
@@ -386,7 +398,10 @@ async fn relay_transfers() {
         let (outcome, stats) = relay(
             &s,
             "cat",
-            prefix.clone(),
+            Input {
+                prefix: prefix.clone(),
+                channels: 1,
+            },
             in_r.as_raw_fd(),
             out_w.as_raw_fd(),
             StderrSink::Discard,
@@ -432,7 +447,7 @@ async fn relay_transfers() {
         let (outcome, stats) = relay(
             &s,
             "(yes out | head -c 3000000) & (yes err | head -c 2000000 >&2) & wait; exit 42",
-            Vec::new(),
+            Input::default(),
             in_r.as_raw_fd(),
             out_w.as_raw_fd(),
             sink,
@@ -462,7 +477,7 @@ async fn relay_transfers() {
         let (outcome, _) = relay(
             &s,
             "wc -c",
-            Vec::new(),
+            Input::default(),
             in_r.as_raw_fd(),
             out_w.as_raw_fd(),
             StderrSink::Discard,
@@ -498,7 +513,7 @@ async fn relay_transfers() {
             relay(
                 &s,
                 cmd,
-                Vec::new(),
+                Input::default(),
                 in_r.as_raw_fd(),
                 out_w.as_raw_fd(),
                 StderrSink::Discard,
@@ -532,7 +547,7 @@ async fn relay_transfers() {
             relay(
                 &s,
                 "yes",
-                Vec::new(),
+                Input::default(),
                 in_r.as_raw_fd(),
                 out_w.as_raw_fd(),
                 StderrSink::Discard,
@@ -561,7 +576,7 @@ async fn relay_transfers() {
         let err = relay(
             &s,
             "sleep 30",
-            Vec::new(),
+            Input::default(),
             in_r.as_raw_fd(),
             out_w.as_raw_fd(),
             StderrSink::Discard,
@@ -584,7 +599,7 @@ async fn relay_transfers() {
             relay(
                 &s2,
                 "echo spawned >&2; echo done",
-                Vec::new(),
+                Input::default(),
                 in_r.as_raw_fd(),
                 out_w.as_raw_fd(),
                 StderrSink::Fd2,
@@ -599,6 +614,137 @@ async fn relay_transfers() {
     }
 
     s.close().await;
+}
+
+/// Lines in the sshd log that start a command: one per session channel.
+fn sessions_started(sshd: &Sshd) -> usize {
+    fs::read_to_string(sshd.path("sshd.log"))
+        .unwrap_or_default()
+        .matches("Starting session: command")
+        .count()
+}
+
+/// A relay of `data` (after `prefix`) through `cmd` asking for `channels`; stdout, stderr,
+/// outcome and stats.
+async fn relay_through(
+    s: &Session,
+    cmd: &str,
+    prefix: &[u8],
+    data: Vec<u8>,
+    channels: u8,
+) -> (Vec<u8>, String, ExitOutcome, RelayStats) {
+    let (in_r, in_w) = pipe();
+    let (out_r, out_w) = pipe();
+    set_nonblocking(&in_r);
+    let writer = feed(in_w, data);
+    let reader = drain(out_r);
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let err2 = err.clone();
+    let (outcome, stats) = relay(
+        s,
+        cmd,
+        Input {
+            prefix: prefix.to_vec(),
+            channels,
+        },
+        in_r.as_raw_fd(),
+        out_w.as_raw_fd(),
+        StderrSink::Callback(Box::new(move |b| {
+            err2.lock().expect("stderr").extend_from_slice(b)
+        })),
+        no_cancel(),
+    )
+    .await
+    .expect("relay");
+    drop(out_w);
+    let out = reader.join().expect("reader");
+    writer.join().expect("writer");
+    let err = String::from_utf8_lossy(&err.lock().expect("stderr")).into_owned();
+    (out, err, outcome, stats)
+}
+
+/// A restore-sized upload over an emulated 10 ms round trip goes over 4 channels (sshd starts 4
+/// commands) and arrives byte-exact, in order, after its prefix; on loopback the same request
+/// stays on one channel. Exit codes and stderr come through; nothing is left in the HN's /tmp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_over_several_channels() {
+    let (sshd, direct) = basic().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let pport = listener.local_addr().expect("proxy addr").port();
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], sshd.port));
+    let proxy = tokio::spawn(delay_proxy::serve(
+        listener,
+        upstream,
+        Duration::from_millis(5),
+    ));
+    let host_key = pub_of(&sshd.host_keys[0]);
+    let kh = sshd.path("known_hosts_proxy");
+    fs::write(&kh, format!("[127.0.0.1]:{pport} {host_key}")).expect("known_hosts");
+    let mut addr = sshd.addr();
+    addr.port = pport;
+    let wan = Session::connect(&addr, &sshd.opts(vec![kh], vec![sshd.path("id_ed25519")]))
+        .await
+        .expect("connect through the proxy");
+    let rtt = wan.round_trip().await.expect("ping");
+    assert!(rtt >= upload::STRIPE_RTT, "round trip {rtt:?}");
+    let leftovers = || -> Vec<String> {
+        fs::read_dir("/tmp")
+            .expect("/tmp")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("bpcovz-up."))
+            .collect()
+    };
+
+    // 24 MiB: two dozen frames, every channel used several times.
+    let data = pseudo_random(24 << 20);
+    let prefix = b"rsync\0--server\0.\0/\0\0";
+    let mut want = prefix.to_vec();
+    want.extend_from_slice(&data);
+    let before = sessions_started(&sshd);
+    let (out, err, outcome, stats) = relay_through(&wan, "cat", prefix, data.clone(), 4).await;
+    assert_eq!(outcome, ExitOutcome::Exited(0), "stderr: {err}");
+    assert!(out == want, "{} bytes back, {} sent", out.len(), want.len());
+    assert_eq!(stats.bytes_in, want.len() as u64);
+    assert_eq!(stats.bytes_out, want.len() as u64);
+    assert_eq!(err, "");
+    assert_eq!(sessions_started(&sshd) - before, 4, "4 channels");
+    assert!(leftovers().is_empty(), "left in /tmp: {:?}", leftovers());
+
+    // The command's exit code and stderr; one that stops reading early is not an error.
+    let (out, err, outcome, _) = relay_through(
+        &wan,
+        "head -c 100 >/dev/null; echo partial >&2; exit 23",
+        b"",
+        data[..8 << 20].to_vec(),
+        4,
+    )
+    .await;
+    assert_eq!(
+        (outcome, out, err),
+        (ExitOutcome::Exited(23), Vec::new(), "partial\n".into())
+    );
+
+    // Empty stdin: only the end mark.
+    let (out, _, outcome, stats) = relay_through(&wan, "wc -c", b"", Vec::new(), 3).await;
+    assert_eq!(
+        (outcome, out, stats.bytes_in),
+        (ExitOutcome::Exited(0), b"0\n".to_vec(), 0)
+    );
+
+    // Loopback: no round trip to hide, one channel.
+    let before = sessions_started(&sshd);
+    let (out, _, outcome, _) = relay_through(&direct, "cat", prefix, data, 4).await;
+    assert_eq!(outcome, ExitOutcome::Exited(0));
+    assert!(out == want);
+    assert_eq!(sessions_started(&sshd) - before, 1, "one channel");
+    assert!(leftovers().is_empty(), "left in /tmp: {:?}", leftovers());
+
+    wan.close().await;
+    direct.close().await;
+    proxy.abort();
 }
 
 // ---------------------------------------------------------------------------------------------

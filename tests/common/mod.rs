@@ -8,6 +8,32 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "../../examples/delay_proxy.rs"]
+mod delay_proxy;
+
+/// Starts the delay proxy in front of `upstream` on a thread of this test; returns its port.
+pub fn start_delay_proxy(upstream: u16, delay: std::time::Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            delay_proxy::serve(
+                l,
+                std::net::SocketAddr::from(([127, 0, 0, 1], upstream)),
+                delay,
+            )
+            .await;
+        });
+    });
+    port
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_bpc-ovz")
 }
