@@ -41,13 +41,17 @@
 #                The difference is what bpc-ovz adds. contrib/bench-lib.sh reads the logs.
 #   backup       a tree of BENCH_FILES files (~BENCH_TREE_MIB MiB, mixed sizes) in VE 101:
 #                `rsync -a -e 'bpc-ovz ssh ...' ve:/ dest/` vs `rsync -a -e ssh
-#                root@HN:/vz/private/101/ dest/` reading the live tree from the same HN's sshd.
+#                root@HN:/vz/private/101/ dest/` reading the live tree from the same HN's sshd,
+#                with OpenSSH's default cipher and with aes128-gcm (the one bpc-ovz negotiates).
 #                Also: the client side's CPU (rsync receiver + transport, from /usr/bin/time, far
 #                less sensitive to other load than wall time), the backup's transfer step alone
 #                (from bpc-ovz's debug log), the same rsync of the live tree with bench-exec as the
-#                -e transport (relay only, no snapshot), and where a backup's time goes. The
-#                simulated lvcreate copies the whole LV image (seconds for 1 GiB) and lvremove
-#                deletes it, where real LVM only writes metadata.
+#                -e transport (relay only, no snapshot), and where a backup's time goes. Each row
+#                twice (BENCH_CACHE): cold, the page cache dropped before every run (a snapshot
+#                is always read cold, and so is a nightly backup's tree among many VEs), and hot
+#                (the reference reads its live tree from the page cache, the snapshot is cold).
+#                The simulated lvcreate clones the LV image on a reflink XFS (metadata only, as
+#                real LVM; BENCH_REFLINK=0 copies it) and lvremove deletes the clone.
 #   (real LVM, TCG VM)  the whole backup again on one VM hardware node (tests/vm: qemu TCG guest,
 #                real LVM thick snapshots, ext4, the stand-in vzctl), with a smaller tree
 #                (BENCH_VM_FILES files, ~BENCH_VM_TREE_MIB MiB: a TCG guest moves 3-10 MB/s through
@@ -65,6 +69,7 @@
 #
 # Knobs (environment): BENCH_RUNS=3 BENCH_LO_RUNS=5 BENCH_RELAY_MIB=1024 BENCH_STARTUP_RUNS=10
 # BENCH_DOWNTIME_RUNS=5 BENCH_MODES=stop,suspend,live BENCH_FILES=20000 BENCH_TREE_MIB=1024
+# BENCH_CACHE=cold,hot (whole-backup rows with the page cache dropped before every run, and without)
 # BENCH_DELAY_MS=10 BENCH_VM=1 BENCH_VM_RUNS=3 BENCH_VM_FILES=1000 BENCH_VM_TREE_MIB=40
 # BENCH_ONLY=relay,wan,startup,downtime,backup,vm  BENCH_KEEP=1 (keep the work dir)
 # BENCH_BUILD=0 (use target/release as it is instead of building it). BENCH_REFLINK=0 (keep the
@@ -87,6 +92,7 @@ FILES=${BENCH_FILES:-20000}
 TREE_MIB=${BENCH_TREE_MIB:-1024}
 DELAY_MS=${BENCH_DELAY_MS:-10}
 MODES=${BENCH_MODES:-stop,suspend,live}
+CACHES=${BENCH_CACHE:-cold,hot}
 VM_RUNS=${BENCH_VM_RUNS:-3}
 VM_FILES=${BENCH_VM_FILES:-1000}
 VM_TREE_MIB=${BENCH_VM_TREE_MIB:-40}
@@ -433,46 +439,63 @@ if want backup; then
 	tree_desc=$("$SIMHN/hn-exec" "$hn" perl /dev/stdin /vz/private/101/bench "$FILES" "$TREE_MIB" <"$work/gen.pl")
 	echo "   $tree_desc; LV: $("$SIMHN/hn-exec" "$hn" df -h --output=size,used /vz | tail -n 1 | awk '{ print $1 " (" $2 " used)" }')"
 	sync
-	echo "== backup: $RUNS runs each of rsync -e ssh (reference), rsync -e 'bpc-ovz ssh', rsync -e 'bpc-ovz bench-exec', interleaved"
-	for i in $(seq "$RUNS"); do
-		rm -rf "$work/dest"; sync
-		a=$(now); rc=0
-		/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "${HNSSH[*]}" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
-		b=$(now)
-		# 24: a file of the live tree vanished during the transfer (the running VE's ticker)
-		case $rc in 0 | 24) ;; *) echo "bench: reference rsync failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
-		sample backup_ref "$(elapsed "$a" "$b")"
-		sample backup_ref_cpu "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
+	# drop: before a cold run, the page cache goes (a snapshot is always read cold; a nightly backup of
+	# one of many VEs reads its tree cold too; hot runs leave the reference's live tree cached).
+	# Every run starts with the previous run's output written back (sync), else it pays for it.
+	drop() { sync; if [ "$1" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; fi; }
+	IFS=, read -r -a caches <<<"$CACHES"
+	touch "$work/bpc-ovz.log" # (the downtime rows, when run, have written it already)
+	for c in "${caches[@]}"; do
+		case $c in hot | cold) ;; *) echo "bench: BENCH_CACHE: $c is not hot or cold" >&2; exit 1 ;; esac
+		echo "== backup ($c page cache): $RUNS runs each of rsync -e ssh (reference, OpenSSH's default cipher and aes128-gcm), rsync -e 'bpc-ovz ssh', rsync -e 'bpc-ovz bench-exec', interleaved"
+		for i in $(seq "$RUNS"); do
+			rm -rf "$work/dest"; drop "$c"
+			a=$(now); rc=0
+			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "${HNSSH[*]}" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			b=$(now)
+			# 24: a file of the live tree vanished during the transfer (the running VE's ticker)
+			case $rc in 0 | 24) ;; *) echo "bench: reference rsync failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
+			sample "backup_ref_$c" "$(elapsed "$a" "$b")"
+			sample "backup_ref_cpu_$c" "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
 
-		rm -rf "$work/dest"; sync
-		from=$(($(wc -l <"$work/bpc-ovz.log") + 1))
-		a=$(now)
-		/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "$E_BPC" ve101.bench:/ "$work/dest/" 2>>"$work/rsync.err" ||
-			{ echo "bench: bpc-ovz backup failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
-		b=$(now)
-		sample backup_bpc_cpu "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
-		[ -d "$work/dest/bench/d000" ] && [ "$(find "$work/dest/bench" -type f | wc -l)" = "$FILES" ] ||
-			{ echo "bench: the bpc-ovz backup lacks files of the tree" >&2; exit 1; }
-		sample backup_bpc "$(elapsed "$a" "$b")"
-		snap_ms=$(last_down_line | sed -n 's/.*snapshot=\([0-9]*\)ms.*/\1/p')
-		read -r -a st <<<"$(steps "$a" "$from")"
-		bd="(step times not found in the log)"
-		if [ "${#st[@]}" = 6 ]; then
-			bd=''
-			for k in 0 1 2 3 4 5; do
-				sample "step_$k" "${st[$k]}"
-				bd+="${bd:+, }${step_names[$k]} ${st[$k]}s"
-			done
-		fi
+			# The same with bpc-ovz's cipher (OpenSSH's default, chacha20-poly1305, costs more CPU).
+			rm -rf "$work/dest"; drop "$c"
+			a=$(now); rc=0
+			rsync -a -e "${HNSSH[*]} -c aes128-gcm@openssh.com" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			b=$(now)
+			case $rc in 0 | 24) ;; *) echo "bench: reference rsync (aes128-gcm) failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
+			sample "backup_refgcm_$c" "$(elapsed "$a" "$b")"
 
-		rm -rf "$work/dest"; sync
-		a=$(now); rc=0
-		rsync -a -e "$BIN bench-exec --config $work/backup.yaml" hn1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
-		b=$(now)
-		case $rc in 0 | 24) ;; *) echo "bench: rsync over bench-exec failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
-		sample backup_relay "$(elapsed "$a" "$b")"
-		echo "   run $i: rsync -e ssh $(tail -n 1 "$work/s/backup_ref")s (client CPU $(tail -n 1 "$work/s/backup_ref_cpu")s); bpc-ovz ssh $(tail -n 1 "$work/s/backup_bpc")s (client CPU $(tail -n 1 "$work/s/backup_bpc_cpu")s; its snapshot command ${snap_ms:-?} ms); bench-exec $(tail -n 1 "$work/s/backup_relay")s"
-		echo "      bpc-ovz: $bd"
+			rm -rf "$work/dest"; drop "$c"
+			from=$(($(wc -l <"$work/bpc-ovz.log") + 1))
+			a=$(now)
+			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "$E_BPC" ve101.bench:/ "$work/dest/" 2>>"$work/rsync.err" ||
+				{ echo "bench: bpc-ovz backup failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
+			b=$(now)
+			sample "backup_bpc_cpu_$c" "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
+			[ -d "$work/dest/bench/d000" ] && [ "$(find "$work/dest/bench" -type f | wc -l)" = "$FILES" ] ||
+				{ echo "bench: the bpc-ovz backup lacks files of the tree" >&2; exit 1; }
+			sample "backup_bpc_$c" "$(elapsed "$a" "$b")"
+			snap_ms=$(last_down_line | sed -n 's/.*snapshot=\([0-9]*\)ms.*/\1/p')
+			read -r -a st <<<"$(steps "$a" "$from")"
+			bd="(step times not found in the log)"
+			if [ "${#st[@]}" = 6 ]; then
+				bd=''
+				for k in 0 1 2 3 4 5; do
+					sample "step_${k}_$c" "${st[$k]}"
+					bd+="${bd:+, }${step_names[$k]} ${st[$k]}s"
+				done
+			fi
+
+			rm -rf "$work/dest"; drop "$c"
+			a=$(now); rc=0
+			rsync -a -e "$BIN bench-exec --config $work/backup.yaml" hn1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			b=$(now)
+			case $rc in 0 | 24) ;; *) echo "bench: rsync over bench-exec failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
+			sample "backup_relay_$c" "$(elapsed "$a" "$b")"
+			echo "   run $i: rsync -e ssh $(tail -n 1 "$work/s/backup_ref_$c")s (client CPU $(tail -n 1 "$work/s/backup_ref_cpu_$c")s; aes128-gcm $(tail -n 1 "$work/s/backup_refgcm_$c")s); bpc-ovz ssh $(tail -n 1 "$work/s/backup_bpc_$c")s (client CPU $(tail -n 1 "$work/s/backup_bpc_cpu_$c")s; its snapshot command ${snap_ms:-?} ms); bench-exec $(tail -n 1 "$work/s/backup_relay_$c")s"
+			echo "      bpc-ovz: $bd"
+		done
 	done
 fi
 
@@ -650,12 +673,17 @@ if want downtime; then
 	done
 fi
 if want backup; then
-	rb=$(med backup_bpc) rr=$(med backup_ref) rt=$(med step_4) rl=$(med backup_relay)
-	row "whole backup, $tree_desc (s)" "$rb" "$rr" "$(ratio "$rb" "$rr")×" "≤ 1.05×" "$(yes_no le "$(ratio "$rb" "$rr")" 1.05)"
-	cb=$(med backup_bpc_cpu) cr=$(med backup_ref_cpu)
-	row "… client-side CPU, rsync receiver + transport (s)" "$cb" "$cr" "$(ratio "$cb" "$cr")×" "—" "—"
-	row "… its transfer step only (rsync from the snapshot) (s)" "$rt" "$rr" "$(ratio "$rt" "$rr")×" "—" "—"
-	row "… same rsync of the live tree, bench-exec as -e (s)" "$rl" "$rr" "$(ratio "$rl" "$rr")×" "—" "—"
+	for c in "${caches[@]}"; do
+		[ "$c" = cold ] && how="cold page cache (both read from disk)" || how="hot page cache (the reference's live tree cached, the snapshot cold)"
+		rb=$(med "backup_bpc_$c") rr=$(med "backup_ref_$c") rt=$(med "step_4_$c") rl=$(med "backup_relay_$c")
+		row "whole backup, $tree_desc, $how (s)" "$rb" "$rr" "$(ratio "$rb" "$rr")×" "≤ 1.05×" "$(yes_no le "$(ratio "$rb" "$rr")" 1.05)"
+		rg=$(med "backup_refgcm_$c")
+		row "… the same vs rsync -e 'ssh -c aes128-gcm@openssh.com' (s)" "$rb" "$rg" "$(ratio "$rb" "$rg")×" "≤ 1.05×" "$(yes_no le "$(ratio "$rb" "$rg")" 1.05)"
+		cb=$(med "backup_bpc_cpu_$c") cr=$(med "backup_ref_cpu_$c")
+		row "… client-side CPU, rsync receiver + transport (s)" "$cb" "$cr" "$(ratio "$cb" "$cr")×" "—" "—"
+		row "… its transfer step only (rsync from the snapshot) (s)" "$rt" "$rr" "$(ratio "$rt" "$rr")×" "—" "—"
+		row "… same rsync of the live tree, bench-exec as -e (s)" "$rl" "$rr" "$(ratio "$rl" "$rr")×" "—" "—"
+	done
 fi
 if want vm && [ -z "$vm_skip" ]; then
 	rr=$(med vm_ref) rg=$(med vm_ref_gcm)
@@ -689,11 +717,16 @@ mkdir -p target/bench
 	[ -n "${ciphers:-}" ] && echo "Ciphers negotiated with the relay sshd: $ciphers."
 	[ -n "${store_note:-}" ] && echo "Simulated HN storage: $store_note."
 	if want wan; then
-		echo "Upload over the emulated RTT is bounded by the server, not the client: OpenSSH's sshd gives a session channel a fixed 2 MiB window (CHAN_SES_WINDOW_DEFAULT in its channels.h), so whatever the client does at most 2 MiB are in flight per round trip, about $((2048 / (2 * DELAY_MS))) MiB/s at $((2 * DELAY_MS)) ms. Download is where the client's own window (bpc-ovz: 16 MiB) counts, and it is the direction of a backup."
+		echo "Upload over the emulated RTT: OpenSSH's sshd gives a session channel a fixed 2 MiB window (CHAN_SES_WINDOW_DEFAULT in its channels.h), so one channel has at most 2 MiB in flight per round trip, about $((2048 / (2 * DELAY_MS))) MiB/s at $((2 * DELAY_MS)) ms, whatever the client; bpc-ovz spreads an upload (a restore) over ssh.upload_channels channels (default 4) when the round trip is >= 4 ms. Download is where the client's own window (bpc-ovz: 16 MiB) counts, and it is the direction of a backup."
 	fi
-	if want backup && [ -s "$work/s/step_0" ]; then
+	if want backup && [ -s "$work/s/step_0_${caches[0]}" ]; then
 		line="Where a bpc-ovz backup's time goes (medians, s):"
-		for k in 0 1 2 3 4 5; do line+=" ${step_names[$k]} $(med "step_$k")"; [ $k = 5 ] || line+=","; done
+		for c in "${caches[@]}"; do
+			line+=" $c:"
+			for k in 0 1 2 3 4 5; do line+=" ${step_names[$k]} $(med "step_${k}_$c")"; [ $k = 5 ] || line+=","; done
+			line+=";"
+		done
+		line=${line%;}
 		if [ -n "$store_mounted" ]; then
 			echo "$line. The simulated HN's snapshot is a reflink clone of the LV image (metadata only, like real LVM's); lvremove deletes the clone."
 		else
