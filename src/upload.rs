@@ -15,8 +15,8 @@
 //! 2. The client opens channels 1 … n-1, each running [`writer_command`] (`exec cat > DIR/k`).
 //!    The HN side opens every fifo for reading (blocking until its writer is there), then removes
 //!    DIR at once: nothing stays on the HN's disk past this point, whatever happens later. If a
-//!    writer never comes, a watchdog opens the missing fifos itself after 30 s, so the script
-//!    ends (the stream then lacks its end mark: exit 255) instead of waiting for ever.
+//!    writer never comes, a watchdog holds every fifo open itself for 5 s after 30 s, so the
+//!    script ends (the stream then lacks its end mark: exit 255) instead of waiting for ever.
 //! 3. The stream goes in frames, frame i on channel i mod n: [`header`] (`LEN\n`), LEN bytes,
 //!    [`TRAILER`] (`.\n`); after the last one, [`END`] (`0\n`) on the channel of the next frame.
 //!    The HN side reads the frames back in the same order into the command's stdin (`head -c`
@@ -48,11 +48,12 @@ const HELLO: &str = "bpc-ovz-upload";
 /// The name `mktemp` gives DIR.
 const DIR_PREFIX: &str = "/tmp/bpcovz-up.";
 
-/// The HN side. `$1` is the number of channels (2..=6), `$2` the command (run by `sh -c`).
+/// The HN side. `$1` is the number of channels (2..=6), `$2` the command (run by `sh -c`), `$3`
+/// the watchdog's wait in seconds (default 30; the tests use 1).
 /// The reader `r` runs in the background, feeding the command's stdin through the fifo `0`, so
 /// that a command that exits without reading everything ends the script at once (`r` is then
 /// killed) as it would end a plain ssh session.
-pub const SCRIPT: &str = r#"n=$1 c=$2
+pub const SCRIPT: &str = r#"n=$1 c=$2 t=${3:-30}
 d=$(mktemp -d /tmp/bpcovz-up.XXXXXXXX 2>/dev/null) || d=
 i=0
 while [ -n "$d" ] && [ "$i" -lt "$n" ]; do
@@ -65,11 +66,16 @@ if [ -z "$d" ]; then
 fi
 echo "bpc-ovz-upload $d"
 (
-	sleep 30 &
+	sleep $t &
 	s=$!
 	trap 'kill $s 2>/dev/null; wait $s; exit 0' TERM
 	wait $s
-	for f in "$d"/*; do [ -p "$f" ] && : <>"$f"; done
+	i=1
+	while [ "$i" -lt "$n" ]; do
+		sleep 5 <>"$d/$i" &
+		i=$((i + 1))
+	done
+	wait
 ) </dev/null >/dev/null 2>&1 &
 w=$!
 exec 6<&0
@@ -160,7 +166,7 @@ pub fn header(len: usize) -> Bytes {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
+    use std::process::{ChildStdout, Command, Stdio};
 
     #[test]
     fn handshake_lines() {
@@ -203,15 +209,31 @@ mod tests {
         Between,
     }
 
-    /// Runs [`SCRIPT`] under `shell` with `command`, as channel 0 would, and plays the client
-    /// with local fifo writers: `frames` frames of `frame` bytes (byte j of the stream is j % 251).
-    fn run(shell: &str, n: u8, command: &str, frames: usize, frame: usize, cut: Cut) -> Ran {
+    /// The HN side running locally under one shell, in its own process group, killed with all
+    /// its processes when dropped (a failing test leaves nothing running).
+    struct Local {
+        child: std::process::Child,
+        dir: String,
+    }
+
+    impl Drop for Local {
+        fn drop(&mut self) {
+            // SAFETY: plain kill(2) of the process group this test started.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Starts [`SCRIPT`] under `shell` with `args` as `$1`... (channel 0's view) and reads its
+    /// handshake; `dir` is empty for `bpc-ovz-upload -`. Returns the script and its stdout.
+    fn start(shell: &str, args: &[&str], env: &[(&str, &str)]) -> (Local, ChildStdout) {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(shell)
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(HELLO)
-            .arg(n.to_string())
-            .arg(command)
+            .args(["-c", SCRIPT, HELLO])
+            .args(args)
+            .envs(env.iter().copied())
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -223,15 +245,40 @@ mod tests {
         while stdout.read(&mut b).expect("handshake") == 1 && b[0] != b'\n' {
             line.push(b[0]);
         }
-        let Handshake::Fifos(dir) = parse_handshake(&line).expect("handshake line") else {
-            panic!("no fifos")
+        let dir = match parse_handshake(&line) {
+            Ok(Handshake::Fifos(dir)) => dir,
+            Ok(Handshake::Plain) => String::new(),
+            Err(e) => panic!("{shell}: {e}"),
         };
+        (Local { child, dir }, stdout)
+    }
+
+    /// Waits (up to 10 s) for the script to end.
+    fn finish(l: &mut Local, what: &str) -> std::process::ExitStatus {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = l.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "{what}: the HN side does not end"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Runs [`SCRIPT`] under `shell` with `command`, as channel 0 would, and plays the client
+    /// with local fifo writers: `frames` frames of `frame` bytes (byte j of the stream is j % 251).
+    fn run(shell: &str, n: u8, command: &str, frames: usize, frame: usize, cut: Cut) -> Ran {
+        let (mut l, mut stdout) = start(shell, &[&n.to_string(), command], &[]);
+        let dir = l.dir.clone();
         let reader = std::thread::spawn(move || {
             let mut out = Vec::new();
             let _ = stdout.read_to_end(&mut out);
             out
         });
-        let mut chans: Vec<Box<dyn Write>> = vec![Box::new(child.stdin.take().expect("stdin"))];
+        let mut chans: Vec<Box<dyn Write>> = vec![Box::new(l.child.stdin.take().expect("stdin"))];
         for k in 1..n {
             chans.push(Box::new(
                 std::fs::OpenOptions::new()
@@ -265,12 +312,13 @@ mod tests {
         drop(chans);
         let out = reader.join().expect("reader");
         let mut err = String::new();
-        let _ = child
+        let _ = l
+            .child
             .stderr
             .take()
             .expect("stderr")
             .read_to_string(&mut err);
-        let status = child.wait().expect("wait");
+        let status = finish(&mut l, shell);
         assert!(!std::path::Path::new(&dir).exists(), "{dir} left on the HN");
         Ran {
             out,
@@ -338,44 +386,21 @@ mod tests {
     #[test]
     fn a_command_that_exits_early_ends_the_script_while_the_client_waits() {
         for sh in shells() {
-            let mut child = Command::new(sh)
-                .args(["-c", SCRIPT, HELLO, "3", "head -c 3; exit 12"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn");
-            let mut stdout = child.stdout.take().expect("stdout");
-            let mut line = Vec::new();
-            let mut b = [0u8; 1];
-            while stdout.read(&mut b).expect("handshake") == 1 && b[0] != b'\n' {
-                line.push(b[0]);
-            }
-            let Ok(Handshake::Fifos(dir)) = parse_handshake(&line) else {
-                panic!("{sh}: {line:?}")
-            };
-            let mut stdin = child.stdin.take().expect("stdin");
+            let (mut l, mut stdout) = start(sh, &["3", "head -c 3; exit 12"], &[]);
+            let mut stdin = l.child.stdin.take().expect("stdin");
             let _fifos: Vec<_> = (1..3)
                 .map(|k| {
                     std::fs::OpenOptions::new()
                         .write(true)
-                        .open(format!("{dir}/{k}"))
+                        .open(format!("{}/{k}", l.dir))
                         .expect("fifo")
                 })
                 .collect();
             stdin.write_all(b"5\nhello.\n").expect("frame 0");
-            let t = std::time::Instant::now();
-            let status = loop {
-                if let Some(s) = child.try_wait().expect("try_wait") {
-                    break s;
-                }
-                assert!(t.elapsed().as_secs() < 10, "{sh}: the HN side hangs");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            };
+            let status = finish(&mut l, sh);
             let mut out = Vec::new();
             let _ = stdout.read_to_end(&mut out);
             assert_eq!((status.code(), out), (Some(12), b"hel".to_vec()), "{sh}");
-            let _ = child.kill();
         }
     }
 
@@ -394,31 +419,39 @@ mod tests {
             std::env::var("PATH").unwrap_or_default()
         );
         for sh in shells() {
-            let mut child = Command::new(sh)
-                .args(["-c", SCRIPT, HELLO, "4", "wc -c"])
-                .env("PATH", &path)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn");
-            child
-                .stdin
+            let (mut l, mut stdout) = start(sh, &["4", "wc -c"], &[("PATH", &path)]);
+            assert_eq!(l.dir, "", "{sh}: the plain handshake");
+            let mut stdin = l.child.stdin.take().expect("stdin");
+            stdin.write_all(&[7u8; 100_000]).expect("write");
+            drop(stdin);
+            let status = finish(&mut l, sh);
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            assert_eq!((status.code(), out.trim()), (Some(0), "100000"), "{sh}");
+        }
+    }
+
+    /// The client never opens the other channels (it died after the handshake): the watchdog
+    /// holds the fifos open itself, the script ends with 255 and leaves nothing behind.
+    #[test]
+    fn a_client_that_never_opens_the_other_channels_does_not_leave_the_script_waiting() {
+        for sh in shells() {
+            let (mut l, _stdout) = start(sh, &["4", "cat", "1"], &[]);
+            drop(l.child.stdin.take());
+            let status = finish(&mut l, sh);
+            let mut err = String::new();
+            let _ = l
+                .child
+                .stderr
                 .take()
-                .expect("stdin")
-                .write_all(&[7u8; 100_000])
-                .expect("write");
-            let out = child.wait_with_output().expect("wait");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let (first, rest) = text.split_once('\n').expect("a first line");
-            assert_eq!(
-                parse_handshake(first.as_bytes()),
-                Ok(Handshake::Plain),
-                "{sh}"
-            );
-            assert_eq!(
-                (out.status.code(), rest.trim()),
-                (Some(0), "100000"),
-                "{sh}"
+                .expect("stderr")
+                .read_to_string(&mut err);
+            assert_eq!(status.code(), Some(255), "{sh}: {err}");
+            assert!(err.contains("upload channel 0 ended early"), "{sh}: {err}");
+            assert!(
+                !std::path::Path::new(&l.dir).exists(),
+                "{sh}: {} left",
+                l.dir
             );
         }
     }

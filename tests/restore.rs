@@ -174,6 +174,55 @@ fn restore_over_a_slow_link_spreads_the_upload() {
     assert!(hn1.leftovers().is_empty(), "{:?}", hn1.leftovers());
     assert!(tmp_dirs().is_empty(), "left in /tmp: {:?}", tmp_dirs());
 
+    // bpc-ovz killed (SIGKILL) in the middle of the upload: on the HN, the reassembler, its
+    // `cat`s and the receiving rsync all end; the guard cleans up; nothing stays in /tmp.
+    // The reassembler (its $0 is bpc-ovz-upload) and the `cat`s writing into its fifos.
+    let hn_side = || -> (usize, usize) {
+        let (mut scripts, mut cats) = (0, 0);
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains("bpc-ovz-upload") {
+                scripts += 1;
+            } else if cmd == b"cat\0"
+                && std::fs::read_link(e.path().join("fd/1"))
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("/tmp/bpcovz-up."))
+            {
+                cats += 1;
+            }
+        }
+        (scripts, cats)
+    };
+    let e = format!("{} ssh --config {} -l root", bin(), bed.config.display());
+    let mut rsync = Command::new("rsync")
+        .args([
+            "-a",
+            "--numeric-ids",
+            "--protect-args",
+            "--bwlimit=1500",
+            "-e",
+            &e,
+        ])
+        .arg(format!("{}/", src.display()))
+        .arg("ve124.example.com:/home/u/killed")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rsync_pid = rsync.id();
+    let mut bpc = None;
+    wait_until("the striped upload under way", 20, || {
+        bpc = bpc.or_else(|| child_named(rsync_pid, "bpc-ovz"));
+        let (scripts, cats) = hn_side();
+        bpc.is_some() && scripts >= 1 && cats == 3
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill(bpc.unwrap(), libc::SIGKILL);
+    let _ = rsync.wait();
+    wait_until("the HN side of the upload gone", 20, || hn_side() == (0, 0));
+    wait_until("the guard's cleanup", 20, || hn1.leftovers().is_empty());
+    assert!(hn1.ve_running(124));
+    assert!(tmp_dirs().is_empty(), "left in /tmp: {:?}", tmp_dirs());
+
     // ssh.upload_channels: 1 keeps it on one channel.
     bed.write_config("");
     let cfg = std::fs::read_to_string(&bed.config).unwrap();
