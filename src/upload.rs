@@ -253,12 +253,16 @@ mod tests {
         (Local { child, dir }, stdout)
     }
 
-    /// Waits (up to 10 s) for the script to end.
-    fn finish(l: &mut Local, what: &str) -> std::process::ExitStatus {
+    /// Waits (up to 10 s) for the script to end; its exit status and stderr.
+    fn finish(l: &mut Local, what: &str) -> (std::process::ExitStatus, String) {
         let t = std::time::Instant::now();
         loop {
             if let Some(s) = l.child.try_wait().expect("try_wait") {
-                return s;
+                let mut err = String::new();
+                if let Some(mut e) = l.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (s, err);
             }
             assert!(
                 t.elapsed().as_secs() < 10,
@@ -311,14 +315,7 @@ mod tests {
         let _ = send();
         drop(chans);
         let out = reader.join().expect("reader");
-        let mut err = String::new();
-        let _ = l
-            .child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err);
-        let status = finish(&mut l, shell);
+        let (status, err) = finish(&mut l, shell);
         assert!(!std::path::Path::new(&dir).exists(), "{dir} left on the HN");
         Ran {
             out,
@@ -397,7 +394,7 @@ mod tests {
                 })
                 .collect();
             stdin.write_all(b"5\nhello.\n").expect("frame 0");
-            let status = finish(&mut l, sh);
+            let (status, _) = finish(&mut l, sh);
             let mut out = Vec::new();
             let _ = stdout.read_to_end(&mut out);
             assert_eq!((status.code(), out), (Some(12), b"hel".to_vec()), "{sh}");
@@ -424,7 +421,7 @@ mod tests {
             let mut stdin = l.child.stdin.take().expect("stdin");
             stdin.write_all(&[7u8; 100_000]).expect("write");
             drop(stdin);
-            let status = finish(&mut l, sh);
+            let (status, _) = finish(&mut l, sh);
             let mut out = String::new();
             let _ = stdout.read_to_string(&mut out);
             assert_eq!((status.code(), out.trim()), (Some(0), "100000"), "{sh}");
@@ -438,14 +435,7 @@ mod tests {
         for sh in shells() {
             let (mut l, _stdout) = start(sh, &["4", "cat", "1"], &[]);
             drop(l.child.stdin.take());
-            let status = finish(&mut l, sh);
-            let mut err = String::new();
-            let _ = l
-                .child
-                .stderr
-                .take()
-                .expect("stderr")
-                .read_to_string(&mut err);
+            let (status, err) = finish(&mut l, sh);
             assert_eq!(status.code(), Some(255), "{sh}: {err}");
             assert!(err.contains("upload channel 0 ended early"), "{sh}: {err}");
             assert!(
