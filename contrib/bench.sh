@@ -422,7 +422,8 @@ cat >"$work/gen.pl" <<-'EOF'
 EOF
 
 # Step times of one bpc-ovz run from its debug log, in seconds: connect+locate+probe, lock..preflight,
-# downtime, mount+checks, transfer, verify+umount+lvremove (the log's clock is UTC; the start is
+# downtime step (stop+snapshot; the VE's start runs on in the background), mount+checks, transfer,
+# verify+started+umount+lvremove (step `started` waits for that start; the log's clock is UTC; the start is
 # the epoch time the rsync was started; the end is the summary line "was down for" or, in live
 # mode, "live mode: VE ..."). Prints nothing if the steps are not in the log.
 steps() { # START_EPOCH LOG_FROM_LINE [LOG]
@@ -432,7 +433,7 @@ steps() { # START_EPOCH LOG_FROM_LINE [LOG]
 		/ step 7 / { tr = ts($1) } / step 9 verify/ { ve = ts($1) } / was down for | live mode: VE / { end = ts($1) }
 		END { if (lock && dt && mt && tr && ve && end) printf "%.2f %.2f %.2f %.2f %.2f %.2f\n", lock - (t0 % 86400), dt - lock, mt - dt, tr - mt, ve - tr, end - ve }'
 }
-step_names=(connect+locate+probe lock..preflight downtime mount+checks transfer verify+umount+lvremove)
+step_names=(connect+locate+probe lock..preflight downtime-step mount+checks transfer verify+started+umount+lvremove)
 
 if want backup; then
 	echo "== backup: generating $FILES files, ~$TREE_MIB MiB in VE 101 (/bench)"

@@ -422,6 +422,8 @@ pub struct SnapshotPart {
     pub snap_root: String,
     pub snap_lv: String,
     pub verify: String,
+    /// The last step's script when the VE's start runs in the background (`started`).
+    pub await_started: Option<String>,
     pub library: String,
     pub facts: Vec<(String, String)>,
     pub warnings: Vec<String>,
@@ -453,6 +455,7 @@ pub fn snapshot_part(
     facts: &VeFacts,
     run_id: &str,
     add_config: bool,
+    background_start: bool,
 ) -> Result<SnapshotPart, Fail> {
     let veid = &facts.veid;
     let snap_name = format!("{SNAP_PREFIX}{veid}-{run_id}");
@@ -601,7 +604,17 @@ pub fn snapshot_part(
                 "remove snapshots and mounts that earlier, dead runs left for VE {veid}"
             ),
             action: Action::Hn {
-                script: backend.clear_stale(),
+                // The run-state files of dead runs (`state.NAME`, `state.NAME.start`) go too.
+                script: format!(
+                    "for f in {base}/state.{pat} {base}/state.{pat}.start; do
+                       [ -e \"$f\" ] || continue
+                       echo \"removing stale state file $f\"; rm -f \"$f\"
+                     done
+{}",
+                    backend.clear_stale(),
+                    base = HN_STATE_DIR,
+                    pat = crate::snapshot::snap_name_pattern(veid),
+                ),
             },
             undo: None,
             holds_locks: false,
@@ -621,9 +634,14 @@ pub fn snapshot_part(
             name: "downtime".into(),
             phase: Phase::Downtime,
             summary: format!(
-                "quiesce VE {veid} if it runs ({}), create {} snapshot {snap_name}, bring it back at once (one script: no round trip while the VE is down)",
+                "quiesce VE {veid} if it runs ({}), create {} snapshot {snap_name}, bring it back at once (one script: no round trip while the VE is down){}",
                 mode.describe(),
-                backend.name()
+                backend.name(),
+                if background_start {
+                    "; its start runs on in the background while the next steps run, and step `started` waits for it"
+                } else {
+                    ""
+                }
             ),
             action: Action::Hn {
                 script: format!(
@@ -631,7 +649,7 @@ pub fn snapshot_part(
                      {{\n{room}\n}} 6>&-\n\
                      {before}\n{{\n{create}\n}} 6>&-; crc=$?\n\
                      exec 6>&-\n\
-                     {after}\n\
+                     {bg}{after}\n\
                      [ $crc = 0 ] || {{ echo \"snapshot creation failed (exit $crc)\"; return 41; }}\n\
                      [ $src = 0 ] || {{ echo \"VE {veid} did not start again (exit $src)\"; return 42; }}\n\
                      return 0",
@@ -643,6 +661,16 @@ pub fn snapshot_part(
                     before = mode.before(),
                     create = backend.create(),
                     after = mode.after(),
+                    // With a snapshot made, the VE's start runs on in the background while the
+                    // snapshot is mounted and read; the `started` step waits for it.
+                    bg = if background_start {
+                        format!(
+                            "bg_after() {{\n{}\n}}\nif [ $crc = 0 ] && bg_after; then return 0; fi\n",
+                            mode.after_background()
+                        )
+                    } else {
+                        String::new()
+                    },
                 ),
             },
             undo: Some(format!("{}\n{}", mode.ensure(), backend.remove())),
@@ -733,6 +761,7 @@ pub fn snapshot_part(
         snap_root,
         snap_lv: snap_ref,
         verify: backend.verify(),
+        await_started: background_start.then(|| mode.await_started()),
         library: mode.library(),
         facts: facts_out,
         warnings,
@@ -870,10 +899,25 @@ pub fn build_plan(
     run_id: &str,
 ) -> Result<(Plan, Vec<u8>, String), Fail> {
     let etc = covers_etc(job);
-    let part = snapshot_part(cfg, facts, run_id, etc)?;
+    let part = snapshot_part(cfg, facts, run_id, etc, true)?;
     let (tsteps, prefix, command) = transfer_steps(job, &part.snap_root, &part.verify, 7)?;
     let mut steps = part.steps;
     steps.extend(tsteps);
+    if let Some(script) = part.await_started {
+        let id = steps.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        steps.push(Step {
+            id,
+            name: "started".into(),
+            phase: Phase::Snapshot,
+            summary: format!(
+                "wait for the start of VE {} that step 4 left running in the background; report its output and fail (42) if the VE did not come back",
+                facts.veid
+            ),
+            action: Action::Hn { script },
+            undo: None,
+            holds_locks: false,
+        });
+    }
     let mut facts_out = part.facts;
     facts_out.push(("paths".into(), job.ve_paths().join(" ")));
     facts_out.push((

@@ -260,7 +260,7 @@ pub async fn dump_begin(cfg: &Config, host: &str) -> Result<(), Fail> {
     );
     let facts = backup::probe(&session, &hn, &ve).await?;
     let run_id = crate::nonce()[..8].to_string();
-    let part = backup::snapshot_part(cfg, &facts, &run_id, true)?;
+    let part = backup::snapshot_part(cfg, &facts, &run_id, true, false)?;
     let verify_id = 9;
     let mut steps = part.steps.clone();
     steps.push(Step {

@@ -86,7 +86,7 @@ impl Plan {
         );
         for s in &self.steps {
             let mark = if s.phase == Phase::Downtime {
-                "  <== VE DOWN inside this step only"
+                "  <== VE DOWN: quiesced in this step (its summary says when it is back)"
             } else {
                 ""
             };

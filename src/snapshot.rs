@@ -724,9 +724,78 @@ impl Quiesce for ModeChain {
 
     fn ensure(&self) -> String {
         format!(
-            "set -- $(cat {sf} 2>/dev/null)\n\
+            "{collect}\n\
+             set -- $(cat {sf} 2>/dev/null)\n\
              if [ \"${{1:-0}}\" = 1 ] && ! ve_running; then echo \"VE {idt} is down: starting it\"; ve_start || return 1; fi\n\
              rm -f {sf}",
+            collect = self.collect(),
+            sf = quote(&self.state_file),
+            idt = self.veid,
+        )
+    }
+}
+
+impl ModeChain {
+    /// The file a background `after` writes its output and exit status to; it holds an
+    /// exclusive `flock` on its own open of the file while it runs.
+    pub fn start_file(&self) -> String {
+        format!("{}.start", self.state_file)
+    }
+
+    /// [`Quiesce::after`] run in the background, so that the VE's start overlaps what follows
+    /// (mount, transfer). It takes the lock on [`Self::start_file`] before it forks, so a
+    /// [`Self::collect`] that follows cannot miss it; the start itself runs without the lock's fd
+    /// (nothing the VE's start spawns can hold it). Its output, `say` data included, and a last
+    /// line `bpcovz-start-rc RC` go to the file. Returns non-zero if it could not be started in
+    /// the background; then nothing was forked and the caller runs `after` itself.
+    pub fn after_background(&self) -> String {
+        format!(
+            "rm -f {bf}\n\
+             exec 9>>{bf} && flock 9 || {{ exec 9>&-; rm -f {bf}; return 1; }}\n\
+             (\n\
+             \x20 {{\n{after}\n}} 9>&-\n\
+             \x20 echo \"bpcovz-start-rc $src\"\n\
+             ) </dev/null >>{bf} 2>&1 &\n\
+             exec 9>&-\n\
+             return 0",
+            bf = quote(&self.start_file()),
+            after = self.after(),
+        )
+    }
+
+    /// Wait for a background `after` (if one ran): replay its output and leave its exit status
+    /// in `$src` (empty if it left none) and `bg=1`; `bg=0` if none ran. Removes the file.
+    pub fn collect(&self) -> String {
+        format!(
+            "bg=0; src=\n\
+             if [ -e {bf} ]; then\n\
+             \x20 bg=1\n\
+             \x20 if exec 9<{bf}; then flock 9; exec 9<&-; fi\n\
+             \x20 while IFS= read -r l || [ -n \"$l\" ]; do\n\
+             \x20   case \"$l\" in\n\
+             \x20     'bpcovz-start-rc '*) src=${{l#bpcovz-start-rc }} ;;\n\
+             \x20     *) printf '%s\\n' \"$l\" ;;\n\
+             \x20   esac\n\
+             \x20 done < {bf}\n\
+             \x20 rm -f {bf}\n\
+             fi",
+            bf = quote(&self.start_file()),
+        )
+    }
+
+    /// The step that waits for a background `after`: fails (42) if the VE did not come back.
+    pub fn await_started(&self) -> String {
+        format!(
+            "{collect}\n\
+             [ $bg = 1 ] || return 0\n\
+             case \"$src\" in\n\
+             \x20 0) return 0 ;;\n\
+             \x20 '') set -- $(cat {sf} 2>/dev/null)\n\
+             \x20    if [ \"${{1:-0}}\" != 1 ] || ve_running; then return 0; fi\n\
+             \x20    echo \"the start of VE {idt} left no exit status and the VE is not running\"; return 42 ;;\n\
+             \x20 *) echo \"VE {idt} did not start again (exit $src)\"; return 42 ;;\n\
+             esac",
+            collect = self.collect(),
             sf = quote(&self.state_file),
             idt = self.veid,
         )
@@ -799,6 +868,9 @@ mod tests {
             q.before(),
             q.after(),
             q.ensure(),
+            q.after_background(),
+            q.collect(),
+            q.await_started(),
         ] {
             let body = format!("f() {{\n{frag}\n}}");
             let st = std::process::Command::new("sh")

@@ -283,7 +283,7 @@ fn plan_shows_state_and_is_what_the_run_executes() {
         "backup slots       0 of 2 busy",
         "vzctl lock         free",
         "leftovers          none",
-        "<== VE DOWN inside this step only",
+        "<== VE DOWN: quiesced in this step (its summary says when it is back)",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");
     }

@@ -246,6 +246,8 @@ enum At {
     Downtime,
     /// Mounting the snapshot (the kill lands as soon as the mount point appears).
     Mounting,
+    /// During the rsync relay while the VE's start (slowed down) still runs in the background.
+    Starting,
     /// During the rsync relay.
     Relay,
     /// During the cleanup (`umount` busy and retried).
@@ -273,7 +275,7 @@ fn cut_connection(hn: &Hn, bpc_ovz: u32) {
 fn cut_at(at: At, cut: Cut) {
     // The victim's transfer is slow where the cut lands just before or in it, so that a test
     // thread that is late (a loaded machine) still cuts a running backup.
-    let slow = matches!(at, At::Mounting | At::Relay);
+    let slow = matches!(at, At::Mounting | At::Relay | At::Starting);
     let scene = Scene::new(
         if slow { 3 } else { 0 },
         if at == At::BeforeStop {
@@ -305,6 +307,9 @@ fn cut_at(at: At, cut: Cut) {
     if at == At::Downtime {
         hn.exec_ok("echo 2500 > /etc/vzsim/faults/slow-lvcreate-ms");
     }
+    if at == At::Starting {
+        hn.exec_ok("echo 4000 > /etc/vzsim/faults/slow-start-ms");
+    }
     let victim = scene.start_victim(if slow { &["--bwlimit=500"] } else { &[] });
     let pid = victim.wait_bpc_ovz();
     let mut busy = None;
@@ -324,6 +329,16 @@ fn cut_at(at: At, cut: Cut) {
                 assert!(t.elapsed() < Duration::from_secs(30), "no mount point");
                 std::thread::sleep(Duration::from_millis(2));
             }
+        }
+        At::Starting => {
+            let dest = scene.bed.path("b-victim");
+            wait_until("the victim's transfer is running", 60, || {
+                dest.join("etc").exists()
+            });
+            assert!(
+                !hn.ve_running(VICTIM),
+                "the VE's start still runs while its snapshot is read"
+            );
         }
         At::Relay => {
             let dest = scene.bed.path("b-victim");
@@ -379,6 +394,7 @@ fn cut_at(at: At, cut: Cut) {
         }
     }
     let _ = std::fs::remove_file(hn.path("/etc/vzsim/faults/slow-lvcreate-ms"));
+    let _ = std::fs::remove_file(hn.path("/etc/vzsim/faults/slow-start-ms"));
     scene.check_other(other);
     scene.next_run_is_clean();
 }
@@ -399,6 +415,16 @@ fn sigkill_while_mounting() {
 #[test]
 fn sigkill_during_the_relay() {
     cut_at(At::Relay, Cut::Sigkill);
+}
+
+#[test]
+fn sigkill_while_the_ve_starts_during_the_relay() {
+    cut_at(At::Starting, Cut::Sigkill);
+}
+
+#[test]
+fn connection_cut_while_the_ve_starts_during_the_relay() {
+    cut_at(At::Starting, Cut::Connection);
 }
 
 #[test]
@@ -465,6 +491,47 @@ fn vzctl_stop_fails_the_ve_keeps_running() {
             .commands_log()
             .contains(&format!("--name bpcovz-{VICTIM}-")),
         "no snapshot without a stopped VE"
+    );
+    scene.next_run_is_clean();
+}
+
+#[test]
+fn the_ve_starts_while_its_snapshot_is_read() {
+    // A start that takes 2 s: the transfer does not wait for it, the run does (step `started`),
+    // and the downtime reported includes it.
+    let scene = Scene::new(2, "");
+    let hn = scene.hn();
+    hn.exec_ok("echo 2000 > /etc/vzsim/faults/slow-start-ms");
+    let victim = scene.start_victim(&["--bwlimit=500"]);
+    wait_until("the victim's snapshot is mounted", 60, || {
+        scene.victim_mounted()
+    });
+    assert!(
+        !hn.ve_running(VICTIM),
+        "the snapshot is mounted while the VE's start still runs"
+    );
+    let f = victim.finish();
+    let _ = std::fs::remove_file(hn.path("/etc/vzsim/faults/slow-start-ms"));
+    eprintln!("victim:\n{}", f.stderr);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(f.rsync_ok, "{}", f.stderr);
+    assert!(hn.ve_running(VICTIM));
+    assert!(
+        f.stderr.contains("[started] Container start in progress")
+            && !f.stderr.contains("[downtime] Starting container"),
+        "the start's output is reported by step `started`, after the transfer:\n{}",
+        f.stderr
+    );
+    let down: u64 = f
+        .stderr
+        .split("was down for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no downtime line:\n{}", f.stderr));
+    assert!(
+        down >= 2000,
+        "the downtime reported includes the slow start: {down} ms"
     );
     scene.next_run_is_clean();
 }

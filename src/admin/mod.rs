@@ -533,6 +533,8 @@ pub fn parse_leftovers(s: &Sections) -> Leftovers {
     let state_prefix = format!("{HN_STATE_DIR}/state.");
     for path in s.get("state").lines() {
         let name = path.strip_prefix(&state_prefix).unwrap_or("");
+        // `state.NAME.start`: the output of a background VE start (backup step 4).
+        let name = name.strip_suffix(".start").unwrap_or(name);
         match parse_snap_name(name) {
             Some((veid, run_id)) => out.items.push(Leftover {
                 in_use: owner(&veid),
@@ -651,7 +653,7 @@ mod tests {
     fn leftovers_are_recognised_and_owned() {
         let out = "@@m sec lvs\n  vg-data:vz:536870912:owi-aos---::::\n  vg-data:bpcovz-101-0a1b2c3d:67108864:swi-aos---:vz:12.50:7:3\n  vg-data:bpcovz-102-00000000:67108864:-wi-a-----::::\n  vg-data:bpcovz-103-11111111:67108864:swi-a-s---:vz:0.01:7:4\n\
                    @@m sec mnt\n/run/bpc-ovz/mnt/bpcovz-101-0a1b2c3d\n/run/bpc-ovz/mnt/other\n\
-                   @@m sec state\n/run/bpc-ovz/state.bpcovz-103-11111111\n\
+                   @@m sec state\n/run/bpc-ovz/state.bpcovz-103-11111111\n/run/bpc-ovz/state.bpcovz-103-11111111.start\n\
                    @@m sec lockfiles\n26 77 /run/bpc-ovz/ve.101.lock\n26 78 /run/bpc-ovz/ve.103.lock\n\
                    @@m sec locks\n1: FLOCK  ADVISORY  WRITE 500 00:1a:77 0 EOF\n\
                    @@m sec mountinfo\n90 40 7:3 / /run/bpc-ovz/mnt/bpcovz-101-0a1b2c3d rw - ext4 /dev/mapper/vg--data-bpcovz--101--0a1b2c3d rw\n\
@@ -678,10 +680,14 @@ mod tests {
                     "state file /run/bpc-ovz/state.bpcovz-103-11111111".to_string(),
                     false
                 ),
+                (
+                    "state file /run/bpc-ovz/state.bpcovz-103-11111111.start".to_string(),
+                    false
+                ),
             ]
         );
         assert_eq!(l.foreign.len(), 2, "{:?}", l.foreign);
-        assert_eq!(l.stale().count(), 2);
+        assert_eq!(l.stale().count(), 3);
         assert!(matches!(
             l.items[0].kind,
             LeftoverKind::Snapshot { open: true, .. }

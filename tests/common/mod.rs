@@ -77,7 +77,8 @@ pub const LEFTOVERS_SH: &str = "lvs --noheadings -o lv_name 2>/dev/null | grep b
      grep bpc-ovz /proc/mounts | sed 's/^/mount: /'; \
      for d in /run/bpc-ovz/mnt/*; do [ -e \"$d\" ] && echo \"dir: $d\"; done; \
      for l in /run/bpc-ovz/ve.*.lock /run/bpc-ovz/slot.*; do [ -e \"$l\" ] && { flock -n \"$l\" true || echo \"held: $l\"; }; done; \
-     for l in /var/lib/vz/lock/*.lck; do [ -e \"$l\" ] && echo \"vzlock: $l $(cat $l)\"; done; true";
+     for l in /var/lib/vz/lock/*.lck; do [ -e \"$l\" ] && echo \"vzlock: $l $(cat $l)\"; done; \
+     for f in /run/bpc-ovz/state.*; do [ -e \"$f\" ] && echo \"state: $f\"; done; true";
 
 pub struct Hn {
     pub name: String,

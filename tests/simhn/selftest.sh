@@ -445,6 +445,8 @@ r 1 'echo 400 > /etc/vzsim/faults/slow-stop-ms; s=$(date +%s%3N); vzctl stop 103
 if [ "$RC" = 0 ] && (( OUT >= 400 )); then ok "fault slow-stop-ms: stop takes >= 400 ms"; else bad "fault slow-stop-ms" "$OUT"; fi
 r 1 'echo 300 > /etc/vzsim/faults/slow-lvcreate-ms; s=$(date +%s%3N); lvcreate -L 8M -s -n slow vg-data/vz >/dev/null; e=$(date +%s%3N); rm /etc/vzsim/faults/slow-lvcreate-ms; lvremove -f vg-data/slow >/dev/null; echo $((e - s))'
 if [ "$RC" = 0 ] && (( OUT >= 300 )); then ok "fault slow-lvcreate-ms: lvcreate takes >= 300 ms"; else bad "fault slow-lvcreate-ms" "$OUT"; fi
+r 1 'vzctl stop 103 >/dev/null; echo 400 > /etc/vzsim/faults/slow-start-ms; (vzctl start 103 >/dev/null &); sleep 0.2; m=$(vzctl status 103); s=$(date +%s%3N); while ! vzctl status 103 | grep -q " running"; do sleep 0.02; done; e=$(date +%s%3N); rm /etc/vzsim/faults/slow-start-ms; echo "$m|$((e - s))"'
+if [ "$RC" = 0 ] && [ "${OUT%%|*}" = "CTID 103 exist mounted down" ] && (( ${OUT#*|} >= 100 )); then ok "fault slow-start-ms: mounted, not running, while start sleeps"; else bad "fault slow-start-ms" "$OUT"; fi
 hx "$D1" sh -c 'cd /vz/root/101 && echo $$ > /run/busy.pid && exec sleep 60 </dev/null >/dev/null 2>&1' >/dev/null 2>&1 &
 busy=$!
 for (( i = 0; i < 100; i++ )); do
