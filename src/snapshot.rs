@@ -152,7 +152,11 @@ impl SnapshotBackend for LvmThick {
 
     fn remove(&self) -> String {
         format!(
-            "d=1; n=0\n\
+            // The usual case first (the snapshot is there and not busy): one LVM command.
+            "out=$(lvremove -f {lv} 2>&1) && {{ printf '%s\\n' \"$out\"; return 0; }}\n\
+             lvs {lv} >/dev/null 2>&1 || return 0\n\
+             printf '%s\\n' \"$out\"; echo \"lvremove {lvt} failed; retrying in 1s\"; sleep 1\n\
+             d=2; n=1\n\
              while lvs {lv} >/dev/null 2>&1; do\n\
              \x20 lvremove -f {lv} && break\n\
              \x20 n=$((n+1)); if [ $n -ge 8 ]; then echo \"giving up: snapshot {lvt} is still there; run bpc-ovz sweep\"; return 1; fi\n\

@@ -1504,7 +1504,8 @@ fn vm_core_scenarios_agree_with_the_simulated_hn() {
             "step 6 add-config",
             "step 7 check-paths",
             "step 8 transfer",
-            "step 9 verify"
+            "step 9 verify",
+            "step 10 started"
         ],
         "the plan of a backup of / of a running VE"
     );
