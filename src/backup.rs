@@ -111,21 +111,54 @@ fn sections(text: &str, marker: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// Read the VE's configuration, run state and storage from its HN.
+/// The storage half of the probe for the VE_PRIVATE in the shell variable `$p` (never expanded
+/// unquoted): its resolved path, the mounts, LVs, VGs, the layout and the action scripts.
+fn storage_probe(mq: &str, id: &str) -> String {
+    format!(
+        "echo {mq} sec private; readlink -f -- \"$p\" 2>&1; echo {mq} sec mountinfo; cat /proc/self/mountinfo; \
+         echo {mq} sec lvs; {lvs} 2>&1; echo {mq} sec vgs; {vgs} 2>&1; echo {mq} sec layout; [ -f \"$p/root.hdd/DiskDescriptor.xml\" ] && echo ploop; echo {mq} sec scripts; \
+         for x in start stop mount umount; do [ -f /etc/vz/conf/{id}.$x ] && echo $x; done; echo {mq} sec end",
+        lvs = RemoteCmd::new("lvs").args(&lvm::lvs_args()[1..]),
+        vgs = RemoteCmd::new("vgs").args(&lvm::vgs_args()[1..]),
+    )
+}
+
+/// HN-side shell that sets `$p` to the VE_PRIVATE the configs name, read the way
+/// [`openvz::parse_conf`] reads them (the VE's own config over vz.conf; quotes; `$VEID`). It only
+/// lets the probe read the storage in the same exec: bpc-ovz parses the configs itself and uses
+/// what this read only when `$p` (printed in section `guess`) is exactly that value.
+fn private_guess(mq: &str, veid: &VeId, cf: &str, global: &str) -> String {
+    format!(
+        "g() {{ sed -n 's/^[[:space:]]*VE_PRIVATE=[[:space:]]*//p' \"$1\" 2>/dev/null | tail -n 1; }}; \
+         p=$(g {cf}); [ -n \"$p\" ] || p=$(g {global}); \
+         case $p in '\"'*) p=${{p#?}}; p=${{p%'\"'*}} ;; \"'\"*) p=${{p#?}}; p=${{p%\"'\"*}} ;; \
+         *) p=${{p%%#*}}; p=$(printf '%s\\n' \"$p\" | sed 's/[[:space:]]*$//') ;; esac; \
+         [ -n \"$p\" ] || p={default}; \
+         p=$(printf '%s\\n' \"$p\" | sed {subst}); \
+         echo {mq} sec guess; printf '%s\\n' \"$p\"; ",
+        default = quote(&format!("/var/lib/vz/private/{veid}")),
+        subst = quote(&format!("s/\\${{VEID}}/{veid}/g; s/\\$VEID/{veid}/g")),
+    )
+}
+
+/// Read the VE's configuration, run state and storage from its HN: one exec, plus a second one
+/// only when the HN-side read of VE_PRIVATE differs from bpc-ovz's own.
 pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFacts, Fail> {
     let veid = listed.veid.clone();
     let m = format!("@@{}", crate::nonce());
     let id = quote(veid.as_str());
     let mq = quote(&m);
     let conf_file = format!("/etc/vz/conf/{veid}.conf");
+    let cf = quote(&conf_file);
     let script = format!(
         "echo {mq} sec status; vzctl status {id} 2>&1; echo {mq} sec vzconf; cat /etc/vz/vz.conf 2>&1; \
-         echo {mq} sec conf; cat {cf} 2>&1; echo {mq} sec end",
-        cf = quote(&conf_file)
+         echo {mq} sec conf; cat {cf} 2>&1; {guess}{storage}",
+        guess = private_guess(&mq, &veid, &cf, "/etc/vz/vz.conf"),
+        storage = storage_probe(&mq, &id),
     );
     let hn_err = |e: crate::ssh::SshError| Fail::new(255, format!("{}: {e}", hn.name));
     let out = session.exec(&script, b"").await.map_err(hn_err)?;
-    let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    let mut sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
     let status = sec
         .get("status")
         .and_then(|s| openvz::parse_vzctl_status(s))
@@ -174,16 +207,18 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         }
     }
 
-    let script = format!(
-        "echo {mq} sec private; readlink -f -- {p} 2>&1; echo {mq} sec mountinfo; cat /proc/self/mountinfo; \
-         echo {mq} sec lvs; {lvs} 2>&1; echo {mq} sec vgs; {vgs} 2>&1; echo {mq} sec layout; [ -f {p}/root.hdd/DiskDescriptor.xml ] && echo ploop; echo {mq} sec scripts; \
-         for x in start stop mount umount; do [ -f /etc/vz/conf/{id}.$x ] && echo $x; done; echo {mq} sec end",
-        p = quote(&private),
-        lvs = RemoteCmd::new("lvs").args(&lvm::lvs_args()[1..]),
-        vgs = RemoteCmd::new("vgs").args(&lvm::vgs_args()[1..]),
-    );
-    let out = session.exec(&script, b"").await.map_err(hn_err)?;
-    let sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    // The storage sections read for the HN's own guess are used only if it named this path.
+    let guessed = sec.get("guess").map(|g| g.strip_suffix('\n').unwrap_or(g));
+    if guessed != Some(private.as_str()) || !sec.contains_key("end") {
+        tracing::debug!(
+            "{}: VE {veid}: the HN read VE_PRIVATE as {:?}, bpc-ovz as {private:?}: probing its storage again",
+            hn.name,
+            guessed.unwrap_or("")
+        );
+        let script = format!("p={}; {}", quote(&private), storage_probe(&mq, &id));
+        let out = session.exec(&script, b"").await.map_err(hn_err)?;
+        sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    }
     let resolved = sec
         .get("private")
         .map(|s| s.trim().to_string())
@@ -1122,6 +1157,7 @@ pub async fn execute(
     let input = Input {
         prefix,
         channels: if ctx.restore { ctx.upload_channels } else { 1 },
+        label: format!("{}: ", ctx.hn),
     };
     let nonce = crate::nonce();
     let guard = session
@@ -1442,4 +1478,90 @@ pub async fn show_plan(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HN-side read of VE_PRIVATE (run by dash and bash here) agrees with bpc-ovz's own
+    /// (`openvz::parse_conf`) on the forms configs use; where it could differ, the probe reads
+    /// the storage again with bpc-ovz's value.
+    #[test]
+    fn private_guess_agrees_with_parse_conf() {
+        let veid = VeId::parse("101").unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("VE_PRIVATE=\"/vz/private/101\"\n", ""),
+            ("", "VE_PRIVATE=/vz/private/$VEID\n"),
+            ("", "VE_PRIVATE=\"/srv/vz/${VEID}/p\"  # comment\n"),
+            ("OSTEMPLATE=x\n", "VE_PRIVATE='/vz/private/$VEID'\n"),
+            ("  VE_PRIVATE=/a/b # the area\n", "VE_PRIVATE=/c\n"),
+            ("VE_PRIVATE=/one\nVE_PRIVATE=/two\n", ""),
+            ("# VE_PRIVATE=/commented\n", ""),
+            ("", ""),
+            ("VE_PRIVATE=\"/with space/101\"\n", ""),
+        ];
+        let d = std::env::temp_dir().join(format!("bpcovz-guess-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (own_f, global_f) = (d.join("101.conf"), d.join("vz.conf"));
+        for sh in ["dash", "bash"] {
+            for (own, global) in cases {
+                std::fs::write(&own_f, own).unwrap();
+                std::fs::write(&global_f, global).unwrap();
+                let script = private_guess(
+                    "@@m",
+                    &veid,
+                    &quote(own_f.to_str().unwrap()),
+                    &quote(global_f.to_str().unwrap()),
+                );
+                let out = std::process::Command::new(sh)
+                    .arg("-c")
+                    .arg(format!("{script}echo @@m sec end"))
+                    .output()
+                    .unwrap();
+                let sec = sections(&String::from_utf8_lossy(&out.stdout), "@@m");
+                let (o, g) = (
+                    openvz::parse_conf(own, &veid),
+                    openvz::parse_conf(global, &veid),
+                );
+                let want = o
+                    .get("VE_PRIVATE")
+                    .or_else(|| g.get("VE_PRIVATE"))
+                    .cloned()
+                    .unwrap_or_else(|| "/var/lib/vz/private/101".into());
+                assert_eq!(
+                    sec.get("guess").map(String::as_str),
+                    Some(format!("{want}\n").as_str()),
+                    "{sh}: own {own:?}, global {global:?}"
+                );
+            }
+        }
+        // A form the HN-side read does not follow (a space before `=`): the guess differs, so
+        // the probe does not use what it read and asks again with bpc-ovz's value.
+        std::fs::write(&own_f, "VE_PRIVATE =/x\n").unwrap();
+        std::fs::write(&global_f, "").unwrap();
+        let script = private_guess(
+            "@@m",
+            &veid,
+            &quote(own_f.to_str().unwrap()),
+            &quote(global_f.to_str().unwrap()),
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{script}echo @@m sec end"))
+            .output()
+            .unwrap();
+        let sec = sections(&String::from_utf8_lossy(&out.stdout), "@@m");
+        assert_eq!(
+            openvz::parse_conf("VE_PRIVATE =/x\n", &veid)
+                .get("VE_PRIVATE")
+                .map(String::as_str),
+            Some("/x")
+        );
+        assert_eq!(
+            sec.get("guess").map(String::as_str),
+            Some("/var/lib/vz/private/101\n")
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

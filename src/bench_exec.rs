@@ -71,6 +71,7 @@ pub async fn run(
         Input {
             prefix: Vec::new(),
             channels: if upload { cfg.ssh.upload_channels } else { 1 },
+            label: String::new(),
         },
         0,
         1,

@@ -70,6 +70,9 @@ pub struct Input {
     /// SSH channels the stdin is spread over: 0 or 1 for one, up to [`upload::MAX_CHANNELS`]
     /// for an upload-heavy transfer (a restore).
     pub channels: u8,
+    /// Put before the log line that says how the upload is spread (`hn1: `), as the run's other
+    /// XferLOG lines are.
+    pub label: String,
 }
 
 /// Bytes moved by [`relay`].
@@ -117,7 +120,11 @@ pub async fn relay(
         stderr = StderrSink::Discard;
     }
 
-    let Input { prefix, channels } = input;
+    let Input {
+        prefix,
+        channels,
+        label,
+    } = input;
     let mut channels = channels.clamp(1, upload::MAX_CHANNELS);
     if channels > 1 {
         // One channel carries 2 MiB per round trip (sshd's window): enough below STRIPE_RTT;
@@ -125,11 +132,11 @@ pub async fn relay(
         let rtt = session.round_trip().await;
         if rtt.is_some_and(|r| r >= upload::STRIPE_RTT) {
             info!(
-                "upload over {channels} SSH channels (round trip {:.1} ms)",
+                "{label}upload over {channels} SSH channels (round trip {:.1} ms)",
                 rtt.unwrap_or_default().as_secs_f64() * 1000.0
             );
         } else {
-            debug!("upload over one SSH channel (round trip {rtt:?})");
+            debug!("{label}upload over one SSH channel (round trip {rtt:?})");
             channels = 1;
         }
     }

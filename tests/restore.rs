@@ -147,7 +147,7 @@ fn restore_over_a_slow_link_spreads_the_upload() {
     let o = push_bpc4(&bed, "ve124.example.com", &src, "/home/u/r", true, &[]);
     assert_ok(&o, "restore over the slow link");
     assert!(
-        stderr(&o).contains("upload over 4 SSH channels"),
+        stderr(&o).contains("hn1: upload over 4 SSH channels"),
         "{}",
         stderr(&o)
     );

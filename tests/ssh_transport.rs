@@ -401,6 +401,7 @@ async fn relay_transfers() {
             Input {
                 prefix: prefix.clone(),
                 channels: 1,
+                label: String::new(),
             },
             in_r.as_raw_fd(),
             out_w.as_raw_fd(),
@@ -646,6 +647,7 @@ async fn relay_through(
         Input {
             prefix: prefix.to_vec(),
             channels,
+            label: String::new(),
         },
         in_r.as_raw_fd(),
         out_w.as_raw_fd(),
