@@ -197,7 +197,7 @@ pub fn check_probe() -> String {
     let lvs = RemoteCmd::new("lvs").args(&lvm::lvs_args()[1..]);
     let vgs = RemoteCmd::new("vgs").args(&lvm::vgs_args()[1..]);
     format!(
-        "echo \"$M sec tools\"; for t in rsync lvs vgs lvcreate lvremove vzctl vzlist flock; do if command -v \"$t\" >/dev/null 2>&1; then echo \"$t yes\"; else echo \"$t no\"; fi; done\n\
+        "echo \"$M sec tools\"; for t in rsync lvs vgs lvcreate lvremove vzctl vzlist flock sed mktemp mkfifo; do if command -v \"$t\" >/dev/null 2>&1; then echo \"$t yes\"; else echo \"$t no\"; fi; done\n\
          echo \"$M sec rsync\"; rsync --version 2>&1 | head -n 1\n\
          echo \"$M sec lvm\"; lvm version 2>/dev/null | head -n 1\n\
          echo \"$M sec vzctl\"; vzctl --version 2>&1 | head -n 1\n\
@@ -242,7 +242,37 @@ pub fn evaluate(s: &Sections, snap: u64, per_hn: u32) -> Vec<Check> {
             .nth(1)
             .unwrap_or("?")
             .to_string();
-        out.push(mk("rsync", Status::Ok, ver, ""));
+        // The other tools a run needs besides rsync: the guard's locks and the probe's `sed`
+        // (without them every run fails), and those of a restore spread over several channels
+        // (without them it uses one).
+        let needed: Vec<&str> = ["flock", "sed"].into_iter().filter(|t| !has(t)).collect();
+        let upload: Vec<&str> = ["mktemp", "mkfifo"]
+            .into_iter()
+            .filter(|t| !has(t))
+            .collect();
+        if !needed.is_empty() {
+            out.push(mk(
+                "rsync",
+                Status::Fail,
+                "FAIL",
+                format!(
+                    "missing {}: every run needs it (install util-linux and sed)",
+                    needed.join(", ")
+                ),
+            ));
+        } else if !upload.is_empty() {
+            out.push(mk(
+                "rsync",
+                Status::Warn,
+                ver,
+                format!(
+                    "missing {}: a restore over a WAN goes over one SSH channel (install coreutils)",
+                    upload.join(", ")
+                ),
+            ));
+        } else {
+            out.push(mk("rsync", Status::Ok, ver, ""));
+        }
     } else {
         out.push(mk(
             "rsync",
@@ -548,7 +578,7 @@ pub fn render_table(reports: &[HnReport]) -> String {
 mod tests {
     use super::*;
 
-    const OK: &str = "@@m sec tools\nrsync yes\nlvs yes\nvgs yes\nlvcreate yes\nlvremove yes\nvzctl yes\nvzlist yes\nflock yes\n\
+    const OK: &str = "@@m sec tools\nrsync yes\nlvs yes\nvgs yes\nlvcreate yes\nlvremove yes\nvzctl yes\nvzlist yes\nflock yes\nsed yes\nmktemp yes\nmkfifo yes\n\
         @@m sec rsync\nrsync  version 3.2.7  protocol version 31\n\
         @@m sec lvm\n  LVM version:     2.03.16(2) (2022-05-18)\n\
         @@m sec vzctl\nvzctl version 4.9.4\n\
@@ -599,6 +629,29 @@ mod tests {
         let get = |n: &str| c.iter().find(|x| x.name == n).unwrap().clone();
         assert_eq!(get("rsync").status, Status::Fail);
         assert!(get("lvm2").detail.contains("missing vgs"));
+
+        let c = evaluate(
+            &Sections::parse(&OK.replace("flock yes", "flock no"), "@@m"),
+            64 << 20,
+            1,
+        );
+        let r = c.iter().find(|x| x.name == "rsync").unwrap();
+        assert_eq!(r.status, Status::Fail);
+        assert!(
+            r.detail.contains("missing flock: every run needs it"),
+            "{r:?}"
+        );
+        let c = evaluate(
+            &Sections::parse(&OK.replace("mkfifo yes", "mkfifo no"), "@@m"),
+            64 << 20,
+            1,
+        );
+        let r = c.iter().find(|x| x.name == "rsync").unwrap();
+        assert_eq!((r.status, r.value.as_str()), (Status::Warn, "3.2.7"));
+        assert!(
+            r.detail.contains("missing mkfifo: a restore over a WAN"),
+            "{r:?}"
+        );
     }
 
     #[test]
