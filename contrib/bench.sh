@@ -155,6 +155,10 @@ med() { [ -s "$work/s/$1" ] && median <"$work/s/$1" || echo nan; }
 
 # ---------------------------------------------------------------------------- machine
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU time stolen by the hypervisor over the whole bench (field 8 of /proc/stat's cpu line): on a
+# shared VM host, runs during high steal are slow on both sides and noisy.
+cpu_ticks() { awk '/^cpu /{ print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+read -r steal_start ticks_start <<<"$(cpu_ticks)"
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 machine="$(nproc) cores, ${cpu:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo); $(ssh -V 2>&1 | cut -d, -f1), rsync $(rsync --version | awk 'NR == 1 { print $3 }')"
 echo "== machine: $machine; load average at start: $load_start"
@@ -699,6 +703,8 @@ if want vm && [ -z "$vm_skip" ]; then
 	row "live mode: VE downtime $(med vm_down_bpc_live) ms (its log); snapshot step (ms) (real LVM, TCG VM)" "$(med vm_snap_bpc_live)" "—" "—" "VE not down" "$(yes_no test "$(sort -u "$work/s/vm_down_bpc_live")" = 0)"
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r steal_end ticks_end <<<"$(cpu_ticks)"
+steal_pct=$(awk -v a="$steal_start" -v b="$steal_end" -v t0="$ticks_start" -v t1="$ticks_end" 'BEGIN { printf "%.1f", t1 > t0 ? (b - a) * 100 / (t1 - t0) : 0 }')
 total=$(elapsed "$T0" "$(now)")
 mkdir -p target/bench
 {
@@ -706,7 +712,7 @@ mkdir -p target/bench
 	echo "|---|---|---|---|---|---|"
 	printf '%s\n' "${rows[@]}"
 	echo
-	echo "Machine: $machine. Load average at start $load_start, at the end $load_end."
+	echo "Machine: $machine. Load average at start $load_start, at the end $load_end; CPU steal (hypervisor) over the bench: $steal_pct %."
 	echo "Medians of $RUNS interleaved runs (loopback relay: $LO_RUNS, startup: $STARTUP_RUNS, downtime: $DOWNTIME_RUNS per mode, VM: $VM_RUNS); the bench took ${total%.*} s (build included) on $(date -u +%Y-%m-%d)."
 	if [ "${#nets[@]}" -gt 0 ]; then
 		line="Client CPU (user+sys) per GiB relayed, medians, bpc-ovz / OpenSSH:"
