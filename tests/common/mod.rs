@@ -314,14 +314,29 @@ impl Bed {
             } else {
                 ("vg0", "xfs")
             };
-            let port = free_port();
             booted.0.push(hdir.clone());
-            let o = run(Command::new(simhn().join("hn-up"))
-                .arg(&hdir)
-                .arg(&name)
-                .arg(port.to_string())
-                .arg(vg)
-                .arg(fs));
+            // free_port() cannot hold the port: another test may bind it before this HN's sshd
+            // does. hn-up then fails on "Address already in use" (undoing its boot); try again
+            // on another port.
+            let (mut port, mut o);
+            let mut tries = 0;
+            loop {
+                port = free_port();
+                o = run(Command::new(simhn().join("hn-up"))
+                    .arg(&hdir)
+                    .arg(&name)
+                    .arg(port.to_string())
+                    .arg(vg)
+                    .arg(fs));
+                tries += 1;
+                if o.status.success()
+                    || tries == 5
+                    || !String::from_utf8_lossy(&o.stderr).contains("already in use")
+                {
+                    break;
+                }
+                eprintln!("hn-up {name}: port {port} taken meanwhile; another port");
+            }
             assert!(
                 o.status.success(),
                 "hn-up {name}: {}{}",
