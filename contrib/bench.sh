@@ -704,7 +704,7 @@ if want vm && [ -z "$vm_skip" ]; then
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r steal_end ticks_end <<<"$(cpu_ticks)"
-steal_pct=$(awk -v a="$steal_start" -v b="$steal_end" -v t0="$ticks_start" -v t1="$ticks_end" 'BEGIN { printf "%.1f", t1 > t0 ? (b - a) * 100 / (t1 - t0) : 0 }')
+steal_pct=$(awk -v a="$steal_start" -v b="$steal_end" -v t0="$ticks_start" -v t1="$ticks_end" 'BEGIN { printf "%.1f", (t1 > t0) ? (b - a) * 100 / (t1 - t0) : 0 }')
 total=$(elapsed "$T0" "$(now)")
 mkdir -p target/bench
 {
