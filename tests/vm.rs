@@ -560,7 +560,7 @@ fn check_backup_of(
         let counter = fz.counter.as_deref().expect("bpc-ovz's stop in the VE log");
         let got =
             std::fs::read_to_string(dest.join(TICKER).join("counter")).expect("counter in backup");
-        assert_eq!(got.trim(), counter, "the counter frozen at the stop");
+        assert_eq!(got.trim(), counter, "the counter frozen at the stop; VE log:\n{}\nlive counter dir: {}", n.ve_log(veid), n.exec_ok(&format!("ls -la --time-style=full-iso /vz/private/{veid}/var/lib/ticker/; cat /vz/private/{veid}/var/lib/ticker/counter")));
         assert!(
             !dest
                 .join(TICKER)
