@@ -106,6 +106,48 @@ fn bpc4_protect_args_full_then_incremental() {
     assert!(!dest.join("var/www/index.html").exists());
 }
 
+/// A VE whose init takes seconds to come up after the backup's start (a loaded HN): the VE runs
+/// on its private area afterwards, so the next backup holds what it wrote. (Once seen in the VM
+/// tier, where every exec is slow: the simulated vzctl gave up on a slow init after 3 s, unmounted
+/// VE_ROOT under it, and the retried start found it running in the bare mount point.)
+#[test]
+fn a_ve_whose_init_is_slow_to_come_up_runs_on_its_private_area() {
+    let bed = Bed::new(1);
+    let hn1 = bed.hn("hn1");
+    hn1.create_ve(101, "ve101.example.com", "10.10.0.101", true);
+    let dest = bed.path("b101");
+    hn1.exec_ok("echo 4000 > /etc/vzsim/faults/slow-init-ms");
+    let o = bed.rsync_bpc4("ve101.example.com", "/", &dest, true, &[]);
+    assert_ok(&o, "full backup");
+    assert!(hn1.ve_running(101), "VE back up");
+    hn1.exec_ok("rm -f /etc/vzsim/faults/slow-init-ms");
+    let log = stderr(&o);
+    assert!(!log.contains("retrying"), "one start was enough:\n{log}");
+    assert_eq!(
+        hn1.exec_ok("mountpoint -q /vz/root/101 && echo mounted"),
+        "mounted\n",
+        "VE_ROOT of the running VE is its private area"
+    );
+    // The slow init writes its boot file into the private area once it is up.
+    let boot = hn1.path(&format!(
+        "/vz/private/101/{TICKER}/boot-{}",
+        frozen(hn1, 101).boots
+    ));
+    wait_until("the slow init's boot file", 30, || boot.exists());
+
+    hn1.exec_ok("echo new > /vz/root/101/home/u/new");
+    let o = bed.rsync_bpc4("ve101.example.com", "/", &dest, true, &[]);
+    assert_ok(&o, "incremental backup");
+    check_clean(hn1);
+    let fz = frozen(hn1, 101);
+    hn1.exec_ok("vzctl stop 101 >/dev/null");
+    check_backup(hn1, 101, &dest, "", Some(&fz));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("home/u/new")).expect("home/u/new in the backup"),
+        "new\n"
+    );
+}
+
 #[test]
 fn bpc4_paths_in_argv_ve_on_second_hn_by_ip_on_xfs() {
     let bed = Bed::new(2);

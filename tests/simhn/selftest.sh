@@ -447,6 +447,8 @@ r 1 'echo 300 > /etc/vzsim/faults/slow-lvcreate-ms; s=$(date +%s%3N); lvcreate -
 if [ "$RC" = 0 ] && (( OUT >= 300 )); then ok "fault slow-lvcreate-ms: lvcreate takes >= 300 ms"; else bad "fault slow-lvcreate-ms" "$OUT"; fi
 r 1 'vzctl stop 103 >/dev/null; echo 400 > /etc/vzsim/faults/slow-start-ms; (vzctl start 103 >/dev/null &); sleep 0.2; m=$(vzctl status 103); s=$(date +%s%3N); while ! vzctl status 103 | grep -q " running"; do sleep 0.02; done; e=$(date +%s%3N); rm /etc/vzsim/faults/slow-start-ms; echo "$m|$((e - s))"'
 if [ "$RC" = 0 ] && [ "${OUT%%|*}" = "CTID 103 exist mounted down" ] && (( ${OUT#*|} >= 100 )); then ok "fault slow-start-ms: mounted, not running, while start sleeps"; else bad "fault slow-start-ms" "$OUT"; fi
+r 1 'vzctl stop 103 >/dev/null; echo 3500 > /etc/vzsim/faults/slow-init-ms; s=$(date +%s%3N); vzctl start 103 >/dev/null; rc=$?; e=$(date +%s%3N); rm /etc/vzsim/faults/slow-init-ms; umount /vz/root/103 2>/dev/null && echo unmounted; echo "$rc|$(vzctl status 103)|$((e - s))"'
+if [ "$RC" = 0 ] && [ "${OUT%|*}" = "0|CTID 103 exist mounted running" ] && (( ${OUT##*|} < 3000 )); then ok "fault slow-init-ms: start returns at once, running, VE_ROOT busy"; else bad "fault slow-init-ms" "$OUT"; fi
 hx "$D1" sh -c 'cd /vz/root/101 && echo $$ > /run/busy.pid && exec sleep 60 </dev/null >/dev/null 2>&1' >/dev/null 2>&1 &
 busy=$!
 for (( i = 0; i < 100; i++ )); do
