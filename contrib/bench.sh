@@ -114,7 +114,7 @@ VMS=$top/tests/vm
 . "$top/contrib/bench-lib.sh"
 
 work=$(mktemp -d /var/tmp/bpc-ovz-bench.XXXXXX)
-sshd_pid='' proxy_pid='' hn='' vm_pid='' vm_master_pid='' store_mounted=''
+sshd_pid='' proxy_pid='' hn='' vm_pid='' vm_master_pid='' store_mounted='' store_loop=''
 cleanup() {
 	set +e
 	[ -n "$vm_master_pid" ] && { kill "$vm_master_pid"; wait "$vm_master_pid"; } 2>/dev/null
@@ -127,6 +127,7 @@ cleanup() {
 	[ -n "$sshd_pid" ] && { kill "$sshd_pid"; wait "$sshd_pid"; } 2>/dev/null
 	[ -n "$hn" ] && "$SIMHN/hn-down" "$hn" >/dev/null 2>&1
 	[ -n "$store_mounted" ] && umount "$work/store" 2>/dev/null
+	[ -n "$store_loop" ] && losetup -d "$store_loop" 2>/dev/null
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -289,15 +290,24 @@ if want downtime || want backup; then
 	# O(metadata), as real LVM creates a snapshot, instead of copying every byte of it inside the
 	# downtime. BENCH_REFLINK=0 keeps it on the work directory's own filesystem.
 	hn=$work/hn1 store_note="the work directory's filesystem (LV images copied byte by byte)"
+	# BENCH_DIO=1 (default): the store's loop device and the simulated LVs' read their images with
+	# O_DIRECT, so reading a VE's tree fills one page cache (its filesystem's), as on real LVM,
+	# instead of three (filesystem, LV image, store image).
+	dio=()
+	[ "${BENCH_DIO:-1}" = 1 ] && dio=(--direct-io=on)
 	if [ "${BENCH_REFLINK:-1}" = 1 ] && mkdir -p "$work/store" && truncate -s 16G "$work/store.img" &&
 		mkfs.xfs -q -f -m reflink=1 "$work/store.img" >/dev/null 2>&1 &&
-		mount -o loop "$work/store.img" "$work/store" 2>/dev/null; then
+		store_loop=$(losetup "${dio[@]}" -f --show "$work/store.img") &&
+		mount "$store_loop" "$work/store" 2>/dev/null; then
 		store_mounted=1 hn=$work/store/hn1
 		store_note="an XFS with reflink (snapshots cloned, not copied)"
 	fi
+	[ "${BENCH_DIO:-1}" = 1 ] && store_note="$store_note; loop devices with direct I/O (one page cache, as LVM)"
 	echo "== simulated HN storage: $store_note"
 	hport=$(free_port)
 	echo "== simulated HN hn1 on 127.0.0.1:$hport"
+	# (tests/simhn/SPEC.md: /etc/vzsim/loop_direct_io; hn-up keeps what it finds)
+	if [ "${BENCH_DIO:-1}" = 1 ]; then mkdir -p "$hn/fs/etc-vzsim" && : >"$hn/fs/etc-vzsim/loop_direct_io"; fi
 	"$SIMHN/hn-up" "$hn" hn1 "$hport" vg-data ext4 >/dev/null
 	# The simulated LV is a 512 MiB image (tests/simhn/SPEC.md has no size option). Grow it while the
 	# HN is down (this sandbox has no CAP_SYS_RESOURCE for an online resize2fs): enlarge the image,

@@ -203,9 +203,13 @@ registry_del() {                # registry_del DEV
 # lv_attach: attach LV_IMAGE to a free loop device, create /dev/VG/LV and
 # /dev/mapper/VG-LV nodes, record the device.  Sets LV_LOOP/LV_MAJ/LV_MIN/LV_INO.
 lv_attach() {
-	local dev mm
+	local dev mm dio
 	# /dev/loop-control is global: serialise with other HNs doing the same
-	dev=$(flock /dev/loop-control losetup -f --show "$LV_IMAGE") || return 1
+	# /etc/vzsim/loop_direct_io: the loop device reads its image with O_DIRECT, so a read through the
+	# "LV" fills one page cache (the filesystem's), as on real LVM, not a second one for the image
+	dio=()
+	[ -e "$VZSIM_ETC/loop_direct_io" ] && dio=(--direct-io=on)
+	dev=$(flock /dev/loop-control losetup "${dio[@]}" -f --show "$LV_IMAGE") || return 1
 	LOOP_OURS_MEMO=()
 	LV_LOOP=$dev
 	LV_INO=$(stat -c %i "$LV_IMAGE")
