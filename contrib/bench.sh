@@ -12,7 +12,8 @@
 #   - one VM hardware node (tests/vm, qemu TCG; its sshd forwarded to a 127.0.0.1 port) with VE 101,
 #     for the "(real LVM, TCG VM)" rows, stopped by its qemu PID.
 #
-# Rows (medians of BENCH_RUNS runs, BENCH_LO_RUNS for the loopback relay, the two sides interleaved
+# Rows (medians of BENCH_RUNS runs, BENCH_LO_RUNS for the loopback relay, BENCH_BACKUP_RUNS for the
+# whole backup, the two sides interleaved
 # run by run):
 #   relay        1 GiB through `bpc-ovz bench-exec` vs OpenSSH `ssh` to the same sshd, download
 #                (remote `head -c N /dev/zero` -> local /dev/null) and upload (local -> remote
@@ -67,13 +68,15 @@
 #                VM_OWNER_PID so its watchdog stops it if this script is killed) is stopped by its
 #                PID with tests/vm/vm-down on any exit.
 #
-# Knobs (environment): BENCH_RUNS=3 BENCH_LO_RUNS=5 BENCH_RELAY_MIB=1024 BENCH_STARTUP_RUNS=10
+# Knobs (environment): BENCH_RUNS=3 BENCH_LO_RUNS=5 BENCH_BACKUP_RUNS=5 BENCH_RELAY_MIB=1024 BENCH_STARTUP_RUNS=10
 # BENCH_DOWNTIME_RUNS=5 BENCH_MODES=stop,suspend,live BENCH_FILES=20000 BENCH_TREE_MIB=1024
 # BENCH_CACHE=cold,hot (whole-backup rows with the page cache dropped before every run, and without)
 # BENCH_DELAY_MS=10 BENCH_VM=1 BENCH_VM_RUNS=3 BENCH_VM_FILES=1000 BENCH_VM_TREE_MIB=40
 # BENCH_ONLY=relay,wan,startup,downtime,backup,vm  BENCH_KEEP=1 (keep the work dir)
 # BENCH_BUILD=0 (use target/release as it is instead of building it). BENCH_REFLINK=0 (keep the
 # simulated HN on the work directory's filesystem instead of a reflink XFS on a loop device).
+# BENCH_DIO=0 (buffered loop devices: reads through the simulated LVs fill two extra page caches).
+# BENCH_DEST=disk (the received trees on the work directory's filesystem instead of a tmpfs).
 # The markdown table is also written to target/bench/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +88,7 @@ top=$PWD
 
 RUNS=${BENCH_RUNS:-3}
 LO_RUNS=${BENCH_LO_RUNS:-5}
+BACKUP_RUNS=${BENCH_BACKUP_RUNS:-5}
 RELAY_MIB=${BENCH_RELAY_MIB:-1024}
 STARTUP_RUNS=${BENCH_STARTUP_RUNS:-10}
 DOWNTIME_RUNS=${BENCH_DOWNTIME_RUNS:-5}
@@ -114,7 +118,7 @@ VMS=$top/tests/vm
 . "$top/contrib/bench-lib.sh"
 
 work=$(mktemp -d /var/tmp/bpc-ovz-bench.XXXXXX)
-sshd_pid='' proxy_pid='' hn='' vm_pid='' vm_master_pid='' store_mounted='' store_loop=''
+sshd_pid='' proxy_pid='' hn='' vm_pid='' vm_master_pid='' store_mounted='' store_loop='' dest_mounted=''
 cleanup() {
 	set +e
 	[ -n "$vm_master_pid" ] && { kill "$vm_master_pid"; wait "$vm_master_pid"; } 2>/dev/null
@@ -126,12 +130,24 @@ cleanup() {
 	[ -n "$proxy_pid" ] && { kill "$proxy_pid"; wait "$proxy_pid"; } 2>/dev/null
 	[ -n "$sshd_pid" ] && { kill "$sshd_pid"; wait "$sshd_pid"; } 2>/dev/null
 	[ -n "$hn" ] && "$SIMHN/hn-down" "$hn" >/dev/null 2>&1
+	[ -n "$dest_mounted" ] && umount "$work/destfs" 2>/dev/null
 	[ -n "$store_mounted" ] && umount "$work/store" 2>/dev/null
 	[ -n "$store_loop" ] && losetup -d "$store_loop" 2>/dev/null
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Where every run's received tree goes (both sides of every row write the same tree there).
+# BENCH_DEST=tmpfs (default): a tmpfs, so the rows measure the transports and the HN side; on an
+# ext4 the receiving side's own cost swings by seconds from one run to the next (perf: ext4's
+# inode allocator scanning for recently deleted inodes after the previous run's rm -rf).
+# BENCH_DEST=disk: the work directory's filesystem.
+dest=$work/dest
+if [ "${BENCH_DEST:-tmpfs}" = tmpfs ]; then
+	mkdir -p "$work/destfs" && mount -t tmpfs -o size=75% tmpfs "$work/destfs" ||
+		{ echo "bench: cannot mount a tmpfs for the received trees (BENCH_DEST=disk avoids it)" >&2; exit 1; }
+	dest_mounted=1 dest=$work/destfs/dest
+fi
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
@@ -381,10 +397,10 @@ if want downtime; then
 			sample "down_ref_$m" "$ms"
 			[ "$m" = live ] && sample snap_ref_live "$lv_ms"
 			"$SIMHN/hn-exec" "$hn" lvremove -f vg-data/benchref >/dev/null
-			rm -rf "$work/dest"
+			rm -rf "$dest"
 			touch "$work/bpc-ovz.log"
 			from=$(wc -l <"$velog") lfrom=$(wc -l <"$work/bpc-ovz.log")
-			rsync -a -e "$BIN ssh --config $work/backup-$m.yaml -l root" ve101.bench:/etc/ "$work/dest/" 2>>"$work/rsync.err" ||
+			rsync -a -e "$BIN ssh --config $work/backup-$m.yaml -l root" ve101.bench:/etc/ "$dest/" 2>>"$work/rsync.err" ||
 				{ echo "bench: bpc-ovz backup ($m mode) failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
 			read -r bms bkind <<<"$(ve_downtime "$velog" "$from")"
 			[ "$bkind" = "$(want_kind "$m")" ] || { echo "bench: bpc-ovz in $m mode: the VE's log shows ${bkind:-nothing} ($bms ms)" >&2; exit 1; }
@@ -462,33 +478,33 @@ if want backup; then
 	touch "$work/bpc-ovz.log" # (the downtime rows, when run, have written it already)
 	for c in "${caches[@]}"; do
 		case $c in hot | cold) ;; *) echo "bench: BENCH_CACHE: $c is not hot or cold" >&2; exit 1 ;; esac
-		echo "== backup ($c page cache): $RUNS runs each of rsync -e ssh (reference, OpenSSH's default cipher and aes128-gcm), rsync -e 'bpc-ovz ssh', rsync -e 'bpc-ovz bench-exec', interleaved"
-		for i in $(seq "$RUNS"); do
-			rm -rf "$work/dest"; drop "$c"
+		echo "== backup ($c page cache): $BACKUP_RUNS runs each of rsync -e ssh (reference, OpenSSH's default cipher and aes128-gcm), rsync -e 'bpc-ovz ssh', rsync -e 'bpc-ovz bench-exec', interleaved"
+		for i in $(seq "$BACKUP_RUNS"); do
+			rm -rf "$dest"; drop "$c"
 			a=$(now); rc=0
-			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "${HNSSH[*]}" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "${HNSSH[*]}" root@127.0.0.1:/vz/private/101/ "$dest/" 2>>"$work/rsync.err" || rc=$?
 			b=$(now)
 			# 24: a file of the live tree vanished during the transfer (the running VE's ticker)
 			case $rc in 0 | 24) ;; *) echo "bench: reference rsync failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
 			sample "backup_ref_$c" "$(elapsed "$a" "$b")"
-			sample "backup_ref_cpu_$c" "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
+			sample "backup_ref_cpu_$c" "$(awk 'END { printf "%.2f", $1 + $2 }' "$work/cpu.out")"
 
 			# The same with bpc-ovz's cipher (OpenSSH's default, chacha20-poly1305, costs more CPU).
-			rm -rf "$work/dest"; drop "$c"
+			rm -rf "$dest"; drop "$c"
 			a=$(now); rc=0
-			rsync -a -e "${HNSSH[*]} -c aes128-gcm@openssh.com" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			rsync -a -e "${HNSSH[*]} -c aes128-gcm@openssh.com" root@127.0.0.1:/vz/private/101/ "$dest/" 2>>"$work/rsync.err" || rc=$?
 			b=$(now)
 			case $rc in 0 | 24) ;; *) echo "bench: reference rsync (aes128-gcm) failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
 			sample "backup_refgcm_$c" "$(elapsed "$a" "$b")"
 
-			rm -rf "$work/dest"; drop "$c"
+			rm -rf "$dest"; drop "$c"
 			from=$(($(wc -l <"$work/bpc-ovz.log") + 1))
 			a=$(now)
-			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "$E_BPC" ve101.bench:/ "$work/dest/" 2>>"$work/rsync.err" ||
+			/usr/bin/time -f '%U %S' -o "$work/cpu.out" rsync -a -e "$E_BPC" ve101.bench:/ "$dest/" 2>>"$work/rsync.err" ||
 				{ echo "bench: bpc-ovz backup failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
 			b=$(now)
-			sample "backup_bpc_cpu_$c" "$(awk '{ printf "%.2f", $1 + $2 }' "$work/cpu.out")"
-			[ -d "$work/dest/bench/d000" ] && [ "$(find "$work/dest/bench" -type f | wc -l)" = "$FILES" ] ||
+			sample "backup_bpc_cpu_$c" "$(awk 'END { printf "%.2f", $1 + $2 }' "$work/cpu.out")"
+			[ -d "$dest/bench/d000" ] && [ "$(find "$dest/bench" -type f | wc -l)" = "$FILES" ] ||
 				{ echo "bench: the bpc-ovz backup lacks files of the tree" >&2; exit 1; }
 			sample "backup_bpc_$c" "$(elapsed "$a" "$b")"
 			snap_ms=$(last_down_line | sed -n 's/.*snapshot=\([0-9]*\)ms.*/\1/p')
@@ -502,9 +518,9 @@ if want backup; then
 				done
 			fi
 
-			rm -rf "$work/dest"; drop "$c"
+			rm -rf "$dest"; drop "$c"
 			a=$(now); rc=0
-			rsync -a -e "$BIN bench-exec --config $work/backup.yaml" hn1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+			rsync -a -e "$BIN bench-exec --config $work/backup.yaml" hn1:/vz/private/101/ "$dest/" 2>>"$work/rsync.err" || rc=$?
 			b=$(now)
 			case $rc in 0 | 24) ;; *) echo "bench: rsync over bench-exec failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
 			sample "backup_relay_$c" "$(elapsed "$a" "$b")"
@@ -587,22 +603,22 @@ if want vm && [ -z "$vm_skip" ]; then
 	vm_ref() { # NAME [SSH OPTION...]: rsync -e ssh of the live tree straight from the VM's sshd
 		local name=$1 a b rc=0
 		shift
-		rm -rf "$work/dest"
+		rm -rf "$dest"
 		a=$(now)
-		rsync -a -e "${VMSSH[*]} $*" root@127.0.0.1:/vz/private/101/ "$work/dest/" 2>>"$work/rsync.err" || rc=$?
+		rsync -a -e "${VMSSH[*]} $*" root@127.0.0.1:/vz/private/101/ "$dest/" 2>>"$work/rsync.err" || rc=$?
 		b=$(now)
 		case $rc in 0 | 24) ;; *) echo "bench: rsync -e ssh from the VM failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
 		sample "$name" "$(elapsed "$a" "$b")"
 	}
 	vm_bpc() { # MODE: a whole bpc-ovz backup from the VM
 		local m=$1 a b from lfrom n bms bkind st k
-		rm -rf "$work/dest"
+		rm -rf "$dest"
 		from=$(vm_velog) lfrom=$(wc -l <"$work/vm-bpc-ovz.log")
 		a=$(now)
-		rsync -a -e "$BIN ssh --config $work/vm-$m.yaml -l root" ve101.bench:/ "$work/dest/" 2>>"$work/rsync.err" ||
+		rsync -a -e "$BIN ssh --config $work/vm-$m.yaml -l root" ve101.bench:/ "$dest/" 2>>"$work/rsync.err" ||
 			{ echo "bench: bpc-ovz backup from the VM ($m mode) failed: $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
 		b=$(now)
-		n=$(find "$work/dest/bench" -type f 2>/dev/null | wc -l)
+		n=$(find "$dest/bench" -type f 2>/dev/null | wc -l)
 		[ "$n" = "$VM_FILES" ] || { echo "bench: the bpc-ovz backup from the VM has $n of the tree's $VM_FILES files" >&2; exit 1; }
 		sample "vm_bpc_$m" "$(elapsed "$a" "$b")"
 		read -r -a st <<<"$(steps "$a" "$((lfrom + 1))" "$work/vm-bpc-ovz.log")"
@@ -723,7 +739,7 @@ mkdir -p target/bench
 	printf '%s\n' "${rows[@]}"
 	echo
 	echo "Machine: $machine. Load average at start $load_start, at the end $load_end; CPU steal (hypervisor) over the bench: $steal_pct %."
-	echo "Medians of $RUNS interleaved runs (loopback relay: $LO_RUNS, startup: $STARTUP_RUNS, downtime: $DOWNTIME_RUNS per mode, VM: $VM_RUNS); the bench took ${total%.*} s (build included) on $(date -u +%Y-%m-%d)."
+	echo "Medians of $RUNS interleaved runs (loopback relay: $LO_RUNS, whole backup: $BACKUP_RUNS, startup: $STARTUP_RUNS, downtime: $DOWNTIME_RUNS per mode, VM: $VM_RUNS); the bench took ${total%.*} s (build included) on $(date -u +%Y-%m-%d)."
 	if [ "${#nets[@]}" -gt 0 ]; then
 		line="Client CPU (user+sys) per GiB relayed, medians, bpc-ovz / OpenSSH:"
 		for net in "${nets[@]}"; do for dir in down up; do
@@ -733,6 +749,7 @@ mkdir -p target/bench
 	fi
 	[ -n "${ciphers:-}" ] && echo "Ciphers negotiated with the relay sshd: $ciphers."
 	[ -n "${store_note:-}" ] && echo "Simulated HN storage: $store_note."
+	if [ -n "$dest_mounted" ]; then echo "Received trees: on a tmpfs (BENCH_DEST=tmpfs)."; else echo "Received trees: on the work directory's filesystem (BENCH_DEST=disk)."; fi
 	if want wan; then
 		echo "Upload over the emulated RTT: OpenSSH's sshd gives a session channel a fixed 2 MiB window (CHAN_SES_WINDOW_DEFAULT in its channels.h), so one channel has at most 2 MiB in flight per round trip, about $((2048 / (2 * DELAY_MS))) MiB/s at $((2 * DELAY_MS)) ms, whatever the client; bpc-ovz spreads an upload (a restore) over ssh.upload_channels channels (default 4) when the round trip is >= 4 ms. Download is where the client's own window (bpc-ovz: 16 MiB) counts, and it is the direction of a backup."
 	fi
