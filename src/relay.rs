@@ -35,7 +35,7 @@ const POLL_MS: i32 = 100;
 const OUT_QUEUE: usize = 64;
 /// Stdin chunks queued for the channel.
 const IN_QUEUE: usize = 4;
-/// ... for an upload over several channels, where a frame is up to 1 MiB of them.
+/// ... for an upload over several channels, where a frame is up to 2 MiB of them.
 const IN_QUEUE_UPLOAD: usize = 16;
 /// How long a frame of an upload waits for more stdin before it is sent.
 const COALESCE: Duration = Duration::from_millis(2);
