@@ -141,24 +141,76 @@ fn private_guess(mq: &str, veid: &VeId, cf: &str, global: &str) -> String {
     )
 }
 
+/// The probe's (first) exec for VE `veid`: read-only; its sections are marked with `m`.
+fn probe_script(veid: &VeId, m: &str) -> String {
+    let id = quote(veid.as_str());
+    let mq = quote(m);
+    let cf = quote(&format!("/etc/vz/conf/{veid}.conf"));
+    format!(
+        "echo {mq} sec status; vzctl status {id} 2>&1; echo {mq} sec vzconf; cat /etc/vz/vz.conf 2>&1; \
+         echo {mq} sec conf; cat {cf} 2>&1; {guess}{storage}",
+        guess = private_guess(&mq, veid, &cf, "/etc/vz/vz.conf"),
+        storage = storage_probe(&mq, &id),
+    )
+}
+
+/// Find HOST and read its VE's facts ([`probe`]; the VE as listed is [`VeFacts::listed`]). When the VE → HN cache names the HN, the
+/// probe runs there on a second channel while `vzlist` confirms the VE (its output is used only
+/// if the cache was right): one round of HN commands less. `found` is told where the VE is
+/// before the probe's result is looked at.
+pub async fn locate_and_probe(
+    cfg: &Config,
+    host: &str,
+    found: impl FnOnce(&Hn, &ListedVe),
+) -> Result<(Hn, Session, VeFacts), Fail> {
+    let opts =
+        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
+    let m = format!("@@{}", crate::nonce());
+    let rider = |veid: &VeId| probe_script(veid, &m);
+    let Located {
+        hn,
+        ve,
+        session,
+        rider,
+    } = locate::locate_with(cfg, &opts, host, Some(&rider))
+        .await
+        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
+    found(&hn, &ve);
+    let early = rider.and_then(|(veid, out)| (veid == ve.veid).then_some(out));
+    if early.is_some() {
+        tracing::debug!("{}: VE {}: probed next to vzlist", hn.name, ve.veid);
+    }
+    let facts = probe_with(&session, &hn, &ve, &m, early).await?;
+    Ok((hn, session, facts))
+}
+
 /// Read the VE's configuration, run state and storage from its HN: one exec, plus a second one
 /// only when the HN-side read of VE_PRIVATE differs from bpc-ovz's own.
 pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFacts, Fail> {
+    probe_with(session, hn, listed, &format!("@@{}", crate::nonce()), None).await
+}
+
+/// [`probe`], its first exec's output already at hand (`early`, run with marker `m`) or not.
+async fn probe_with(
+    session: &Session,
+    hn: &Hn,
+    listed: &ListedVe,
+    m: &str,
+    early: Option<crate::ssh::Output>,
+) -> Result<VeFacts, Fail> {
     let veid = listed.veid.clone();
-    let m = format!("@@{}", crate::nonce());
     let id = quote(veid.as_str());
-    let mq = quote(&m);
+    let mq = quote(m);
     let conf_file = format!("/etc/vz/conf/{veid}.conf");
-    let cf = quote(&conf_file);
-    let script = format!(
-        "echo {mq} sec status; vzctl status {id} 2>&1; echo {mq} sec vzconf; cat /etc/vz/vz.conf 2>&1; \
-         echo {mq} sec conf; cat {cf} 2>&1; {guess}{storage}",
-        guess = private_guess(&mq, &veid, &cf, "/etc/vz/vz.conf"),
-        storage = storage_probe(&mq, &id),
-    );
     let hn_err = |e: crate::ssh::SshError| Fail::new(255, format!("{}: {e}", hn.name));
-    let out = session.exec(&script, b"").await.map_err(hn_err)?;
-    let mut sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+    let out = match early {
+        Some(out) => out,
+        None => session
+            .exec(&probe_script(&veid, m), b"")
+            .await
+            .map_err(hn_err)?,
+    };
+    let mut sec = sections(&String::from_utf8_lossy(&out.stdout), m);
     let status = sec
         .get("status")
         .and_then(|s| openvz::parse_vzctl_status(s))
@@ -217,7 +269,7 @@ pub async fn probe(session: &Session, hn: &Hn, listed: &ListedVe) -> Result<VeFa
         );
         let script = format!("p={}; {}", quote(&private), storage_probe(&mq, &id));
         let out = session.exec(&script, b"").await.map_err(hn_err)?;
-        sec = sections(&String::from_utf8_lossy(&out.stdout), &m);
+        sec = sections(&String::from_utf8_lossy(&out.stdout), m);
     }
     let resolved = sec
         .get("private")
@@ -1089,19 +1141,16 @@ async fn run_inner(cfg: &Config, req: Request, cancel: watch::Receiver<bool>) ->
     if let Some(lease) = crate::lease::for_this_dump(cfg, &req.host) {
         return crate::lease::transfer(cfg, &req, &t, lease, cancel).await;
     }
-    let opts =
-        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
-    let Located { hn, ve, session } = locate::locate(cfg, &opts, &req.host)
-        .await
-        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
-    tracing::info!(
-        "{} is VE {} on {} ({})",
-        req.host,
-        ve.veid,
-        hn.name,
-        ve.status
-    );
-    let facts = probe(&session, &hn, &ve).await?;
+    let (hn, session, facts) = locate_and_probe(cfg, &req.host, |hn, ve| {
+        tracing::info!(
+            "{} is VE {} on {} ({})",
+            req.host,
+            ve.veid,
+            hn.name,
+            ve.status
+        )
+    })
+    .await?;
     for w in &facts.warnings {
         tracing::warn!("{}: {}", hn.name, w);
     }
@@ -1421,12 +1470,7 @@ pub async fn show_plan(
     for p in paths {
         rsync_args::ve_relative(p).map_err(|e| Fail::new(EXIT_REFUSED, e.to_string()))?;
     }
-    let opts =
-        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
-    let Located { hn, ve, session } = locate::locate(cfg, &opts, host)
-        .await
-        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
-    let facts = probe(&session, &hn, &ve).await?;
+    let (_, session, facts) = locate_and_probe(cfg, host, |_, _| {}).await?;
     let hn_state = crate::admin::plan::probe_state(&session, cfg, &facts).await;
     session.close().await;
     // What BackupPC 4 sends by default: protect-args, paths on stdin.

@@ -265,6 +265,23 @@ impl VeCache {
             .map(|v| v.hn.clone())
             .collect()
     }
+
+    /// The VEs the cache holds on HN `hn` that match HOST (as [`Self::hns_for`] matches).
+    pub fn veids_for(
+        &self,
+        host: &str,
+        ips: &BTreeSet<IpAddr>,
+        alias_veid: Option<&str>,
+        hn: &str,
+    ) -> Vec<VeId> {
+        self.ves
+            .iter()
+            .filter(|v| v.hn == hn)
+            .filter_map(|v| v.to_listed())
+            .filter(|l| crate::locate::matches(host, ips, alias_veid, l))
+            .map(|l| l.veid)
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::backup::{self, Fail, Job, Request, RunCtx, VeFacts};
 use crate::config::Config;
-use crate::locate::{self, Located};
+use crate::locate;
 use crate::openvz::VeId;
 use crate::plan::{Action, Phase, Plan, Step, guard_prelude};
 use crate::quote::quote;
@@ -247,18 +247,15 @@ pub async fn dump_begin(cfg: &Config, host: &str) -> Result<(), Fail> {
     let owner_start = stat_of(ppid)
         .map(|(_, s)| s)
         .ok_or_else(|| Fail::new(1, "cannot read the parent process"))?;
-    let opts =
-        locate::ssh_options(cfg).map_err(|e| Fail::new(1, format!("{}: {e}", cfg.source)))?;
-    let Located { hn, ve, session } = locate::locate(cfg, &opts, host)
-        .await
-        .map_err(|e| Fail::new(e.exit_code(), e.to_string()))?;
-    tracing::info!(
-        "{host} is VE {} on {} ({}): taking the dump's snapshot",
-        ve.veid,
-        hn.name,
-        ve.status
-    );
-    let facts = backup::probe(&session, &hn, &ve).await?;
+    let (hn, session, facts) = backup::locate_and_probe(cfg, host, |hn, ve| {
+        tracing::info!(
+            "{host} is VE {} on {} ({}): taking the dump's snapshot",
+            ve.veid,
+            hn.name,
+            ve.status
+        )
+    })
+    .await?;
     let run_id = crate::nonce()[..8].to_string();
     let part = backup::snapshot_part(cfg, &facts, &run_id, true, false)?;
     let verify_id = 9;

@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 
 use crate::cache::VeCache;
 use crate::config::{Config, Hn, VeAlias};
-use crate::openvz::{ListedVe, parse_vzlist, vzlist_command};
-use crate::ssh::{HnAddr, Session, SshError, SshOptions};
+use crate::openvz::{ListedVe, VeId, parse_vzlist, vzlist_command};
+use crate::ssh::{HnAddr, Output, Session, SshError, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
@@ -126,17 +126,34 @@ pub async fn list_one(
     hn: &Hn,
     opts: &SshOptions,
 ) -> Result<(Session, Vec<ListedVe>, Vec<String>), String> {
+    let (s, ves, warn, _) = list_one_with(hn, opts, None).await?;
+    Ok((s, ves, warn))
+}
+
+/// [`list_one`], with `rider` (a command and the VE it is for) run at the same time on a second
+/// channel; its output is `None` if it could not be run.
+async fn list_one_with(
+    hn: &Hn,
+    opts: &SshOptions,
+    rider: Option<(VeId, String)>,
+) -> Result<(Session, Vec<ListedVe>, Vec<String>, Option<(VeId, Output)>), String> {
     let s = Session::connect(&addr(hn), opts)
         .await
         .map_err(|e: SshError| e.to_string())?;
     let marker = format!("@@{}", crate::nonce());
-    let out = s
-        .exec(&vzlist_command(&marker), b"")
-        .await
-        .map_err(|e| e.to_string())?;
+    let list_cmd = vzlist_command(&marker);
+    let list = s.exec(&list_cmd, b"");
+    let (out, rider) = match &rider {
+        Some((veid, cmd)) => {
+            let (out, r) = tokio::join!(list, s.exec(cmd, b""));
+            (out, r.ok().map(|o| (veid.clone(), o)))
+        }
+        None => (list.await, None),
+    };
+    let out = out.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let (ves, warn) = parse_vzlist(&text, &marker).map_err(|e| e.to_string())?;
-    Ok((s, ves, warn))
+    Ok((s, ves, warn, rider))
 }
 
 /// How HOST matches a listed VE.
@@ -184,7 +201,15 @@ pub struct Located {
     pub hn: Hn,
     pub ve: ListedVe,
     pub session: Session,
+    /// The rider's output (see [`locate_with`]) for the VE the cache named: use it only if that
+    /// is [`Self::ve`].
+    pub rider: Option<(VeId, Output)>,
 }
+
+/// A read-only HN command for the VE the cache names (a backup's probe), run on the cached HN
+/// on a second channel while its `vzlist` confirms that the VE is still there: one round of HN
+/// commands less per backup. Its output is dropped if the VE is not where the cache says.
+pub type Rider<'a> = &'a (dyn Fn(&VeId) -> String + Sync);
 
 /// The `ves:` alias of HOST, if any, and the HNs that may hold it (the alias's `hn:`, else all).
 pub fn alias_and_hns(cfg: &Config, host: &str) -> (Option<VeAlias>, Vec<Hn>) {
@@ -217,6 +242,7 @@ async fn try_cache(
     ips: &BTreeSet<IpAddr>,
     alias_veid: Option<&str>,
     hns: &[Hn],
+    rider: Option<Rider<'_>>,
 ) -> CacheTry {
     let Some(path) = &cfg.cache else {
         return CacheTry::Miss;
@@ -241,7 +267,14 @@ async fn try_cache(
     }) else {
         return CacheTry::Miss;
     };
-    let res = match tokio::time::timeout(cfg.locate_timeout, list_one(&hn, opts)).await {
+    // The rider runs only when the cache names exactly one VE there.
+    let ids = cache.veids_for(host, ips, alias_veid, &hn.name);
+    let rider = match (rider, ids.as_slice()) {
+        (Some(f), [veid]) => Some((veid.clone(), f(veid))),
+        _ => None,
+    };
+    let res = match tokio::time::timeout(cfg.locate_timeout, list_one_with(&hn, opts, rider)).await
+    {
         Ok(r) => r,
         Err(_) => Err(format!(
             "no answer within {}s",
@@ -249,7 +282,7 @@ async fn try_cache(
         )),
     };
     match res {
-        Ok((session, ves, warns)) => {
+        Ok((session, ves, warns, rider)) => {
             for w in warns {
                 tracing::warn!("{}: {}", hn.name, w);
             }
@@ -263,6 +296,7 @@ async fn try_cache(
                     hn,
                     ve: hits.remove(0),
                     session,
+                    rider,
                 });
             }
             session.close().await;
@@ -308,8 +342,14 @@ fn remember(cfg: &Config, hn: &Hn, ve: &ListedVe) {
     }
 }
 
-/// Find HOST on the configured HNs.
-pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Located, LocateError> {
+/// Find HOST on the configured HNs; `rider` (if any) runs on the cached HN for the cached VE
+/// next to its `vzlist`.
+pub async fn locate_with(
+    cfg: &Config,
+    opts: &SshOptions,
+    host: &str,
+    rider: Option<Rider<'_>>,
+) -> Result<Located, LocateError> {
     let (alias, mut hns) = alias_and_hns(cfg, host);
     if hns.is_empty() {
         return Err(LocateError::Config(format!(
@@ -325,7 +365,7 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
     let alias_veid = alias.as_ref().and_then(|a| a.veid.clone());
     let mut asked: Vec<String> = Vec::new();
     let mut unreachable = Vec::new();
-    match try_cache(cfg, opts, host, &ips, alias_veid.as_deref(), &hns).await {
+    match try_cache(cfg, opts, host, &ips, alias_veid.as_deref(), &hns, rider).await {
         CacheTry::Found(l) => return usable(host, l).await,
         CacheTry::Miss => {}
         CacheTry::Unreachable(hn, e) => {
@@ -370,6 +410,7 @@ pub async fn locate(cfg: &Config, opts: &SshOptions, host: &str) -> Result<Locat
                         hn: l.hn.clone(),
                         ve,
                         session,
+                        rider: None,
                     });
                 } else {
                     session.close().await;

@@ -233,6 +233,90 @@ fn migrated_ve_is_found_on_its_new_hn() {
     check_backup(hn2, 105, &dest, "", Some(&fz));
 }
 
+/// When the exec of `what` (a part of its command line) started on `hn`, in epoch ms: the last one.
+fn exec_started(hn: &Hn, what: &str) -> u64 {
+    hn.exec_log()
+        .lines()
+        .rfind(|l| l.contains(what))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no exec of {what:?} on {}:\n{}", hn.name, hn.exec_log()))
+}
+
+/// With the VE → HN cache (`refresh`), the probe runs on the cached HN while its `vzlist`
+/// confirms the VE: a slow `vzlist` does not hold it back. Its result is used only for the VE the
+/// cache named: a VE that took over the host name (another VEID) is probed anew, and a VE that
+/// moved is found on its new HN.
+#[test]
+fn the_probe_runs_next_to_the_cached_hns_vzlist() {
+    let bed = Bed::new(2);
+    let (hn1, hn2) = (bed.hn("hn1"), bed.hn("hn2"));
+    hn1.create_ve(106, "ve106.example.com", "10.10.0.106", true);
+    let refresh = |what: &str| {
+        let o = Command::new(bin())
+            .arg("--config")
+            .arg(&bed.config)
+            .args(["refresh"])
+            .output()
+            .expect("bpc-ovz refresh");
+        assert_ok(&o, what);
+    };
+    refresh("refresh");
+    hn1.exec_ok("echo 1500 > /etc/vzsim/faults/slow-vzlist-ms");
+    let dest = bed.path("b106");
+    let o = bed.rsync_bpc4("ve106.example.com", "/", &dest, true, &[]);
+    assert_ok(&o, "backup with the cache");
+    let (list, probe) = (
+        exec_started(hn1, "vzlist -a -H"),
+        exec_started(hn1, "sec status; vzctl status 106"),
+    );
+    assert!(
+        probe.abs_diff(list) < 1000,
+        "the probe started {probe} ms, vzlist (1.5 s) at {list} ms: not side by side"
+    );
+    assert!(
+        bed.log_text()
+            .contains("hn1: VE 106: probed next to vzlist"),
+        "{}",
+        bed.log_text()
+    );
+    check_clean(hn1);
+    let fz = frozen(hn1, 106);
+    hn1.exec_ok("vzctl stop 106 >/dev/null");
+    check_backup(hn1, 106, &dest, "", Some(&fz));
+
+    // VE 106 is gone; VE 107 on the same HN now has its name: the early probe (of 106) is not
+    // used, VE 107 is probed and backed up.
+    hn1.exec_ok("rm -f /etc/vz/conf/106.conf; rm -rf /vz/private/106");
+    hn1.create_ve(107, "ve106.example.com", "10.10.0.106", true);
+    let d107 = bed.path("b107");
+    let o = bed.rsync_bpc4("ve106.example.com", "/", &d107, true, &[]);
+    assert_ok(&o, "backup of the VE that took the name");
+    assert!(stderr(&o).contains("VE 107 on hn1"), "{}", stderr(&o));
+    assert!(
+        exec_started(hn1, "vzctl status 107") > exec_started(hn1, "sec status; vzctl status 106"),
+        "VE 107 probed after the early probe of 106"
+    );
+    let fz = frozen(hn1, 107);
+    hn1.exec_ok("vzctl stop 107 >/dev/null");
+    check_backup(hn1, 107, &d107, "", Some(&fz));
+
+    // The VE moved to hn2: found there (the cache's HN no longer lists it).
+    refresh("refresh after the swap");
+    hn1.exec_ok(
+        "rm -f /etc/vz/conf/107.conf; rm -rf /vz/private/107; rm /etc/vzsim/faults/slow-vzlist-ms",
+    );
+    hn2.create_ve(107, "ve106.example.com", "10.10.0.106", true);
+    let o = bed.rsync_bpc4("ve106.example.com", "/", &d107, true, &[]);
+    assert_ok(&o, "backup after the move");
+    assert!(stderr(&o).contains("VE 107 on hn2"), "{}", stderr(&o));
+    check_clean(hn1);
+    check_clean(hn2);
+    let fz = frozen(hn2, 107);
+    hn2.exec_ok("vzctl stop 107 >/dev/null");
+    check_backup(hn2, 107, &d107, "", Some(&fz));
+}
+
 #[test]
 fn refuses_what_is_not_an_rsync_server_before_connecting() {
     let bed = Bed::new(1);
