@@ -33,8 +33,9 @@ pub enum LocateError {
     #[error("{host}: found on more than one HN: {found}")]
     Ambiguous { host: String, found: String },
     /// The VE was found, but a value its HN lists for it is unusable (see
-    /// [`ListedVe::unusable`]): nothing but the read-only listing ran.
-    #[error("{host} is VE {veid} on {hn}: refused (only vzlist ran there): {why}")]
+    /// [`ListedVe::unusable`]): nothing but the read-only listing ran (and, on a cache hit, the
+    /// read-only probe of the cached VEID, which no listed value spells).
+    #[error("{host} is VE {veid} on {hn}: refused (only read-only commands ran there): {why}")]
     Unusable {
         host: String,
         hn: String,
