@@ -29,6 +29,8 @@ use crate::upload::{self, Handshake};
 
 /// Size of one read of the local stdin (pitfall 5: 8 KiB reads cost 20-40% of the throughput).
 const READ_CHUNK: usize = 256 * 1024;
+/// A read is never offered less room than this (a pipe's default capacity).
+const READ_MIN: usize = 64 * 1024;
 /// How often the fd threads look at their stop flag while waiting.
 const POLL_MS: i32 = 100;
 /// Remote stdout messages (each at most one SSH packet, 32 KiB) queued for the writer thread.
@@ -651,6 +653,9 @@ fn spawn_reader(
         .name("relay-stdin".into())
         .spawn(move || {
             let mut file = FdFile::new(fd);
+            // One zeroed READ_CHUNK serves several reads: each chunk is split off its front (a pipe
+            // gives at most 64 KiB per read, so zeroing a fresh READ_CHUNK per read cost 4× the data).
+            let mut buf = BytesMut::new();
             loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -666,12 +671,13 @@ fn spawn_reader(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let mut buf = BytesMut::zeroed(READ_CHUNK);
+                if buf.len() < READ_MIN {
+                    buf = BytesMut::zeroed(READ_CHUNK);
+                }
                 match file.0.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        buf.truncate(n);
-                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        if tx.blocking_send(Ok(buf.split_to(n).freeze())).is_err() {
                             break;
                         }
                     }
