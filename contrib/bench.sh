@@ -49,7 +49,9 @@
 #                Also: the client side's CPU (rsync receiver + transport, from /usr/bin/time, far
 #                less sensitive to other load than wall time), the backup's transfer step alone
 #                (from bpc-ovz's debug log), the same rsync of the live tree with bench-exec as the
-#                -e transport (relay only, no snapshot), and where a backup's time goes. Each row
+#                -e transport (relay only, no snapshot), the reference rsync reading a snapshot of
+#                the same LV that the bench makes and mounts by hand (live; set-up and removal not
+#                timed: what reading any fresh snapshot costs), and where a backup's time goes. Each row
 #                twice (BENCH_CACHE): cold, the page cache dropped before every run (a snapshot
 #                is always read cold, and so is a nightly backup's tree among many VEs), and hot
 #                (the reference reads its live tree from the page cache, the snapshot is cold).
@@ -530,7 +532,22 @@ if want backup; then
 			b=$(now)
 			case $rc in 0 | 24) ;; *) echo "bench: rsync over bench-exec failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1 ;; esac
 			sample "backup_relay_$c" "$(elapsed "$a" "$b")"
-			echo "   run $i: rsync -e ssh $(tail -n 1 "$work/s/backup_ref_$c")s (client CPU $(tail -n 1 "$work/s/backup_ref_cpu_$c")s; aes128-gcm $(tail -n 1 "$work/s/backup_refgcm_$c")s); bpc-ovz ssh $(tail -n 1 "$work/s/backup_bpc_$c")s (client CPU $(tail -n 1 "$work/s/backup_bpc_cpu_$c")s; its snapshot command ${snap_ms:-?} ms); bench-exec $(tail -n 1 "$work/s/backup_relay_$c")s"
+
+			# The reference again, reading a snapshot of the same LV made and mounted by hand (live,
+			# as an admin would; not timed), so that it too reads a fresh snapshot's cold page cache.
+			rm -rf "$dest"
+			"$SIMHN/hn-exec" "$hn" sh -c 'lvcreate --size 256m --snapshot --name benchsnap vg-data/vz >/dev/null &&
+				mkdir -p /run/bench-snap && mount -t ext4 -o noatime /dev/vg-data/benchsnap /run/bench-snap' ||
+				{ echo "bench: cannot make and mount a snapshot by hand" >&2; exit 1; }
+			drop "$c"
+			a=$(now); rc=0
+			rsync -a -e "${HNSSH[*]}" root@127.0.0.1:/run/bench-snap/private/101/ "$dest/" 2>>"$work/rsync.err" || rc=$?
+			b=$(now)
+			"$SIMHN/hn-exec" "$hn" sh -c 'umount /run/bench-snap && lvremove -f vg-data/benchsnap >/dev/null' ||
+				{ echo "bench: cannot remove the snapshot made by hand" >&2; exit 1; }
+			[ "$rc" = 0 ] || { echo "bench: rsync of the snapshot made by hand failed ($rc): $(tail -n 3 "$work/rsync.err")" >&2; exit 1; }
+			sample "backup_refsnap_$c" "$(elapsed "$a" "$b")"
+			echo "   run $i: rsync -e ssh $(tail -n 1 "$work/s/backup_ref_$c")s (client CPU $(tail -n 1 "$work/s/backup_ref_cpu_$c")s; aes128-gcm $(tail -n 1 "$work/s/backup_refgcm_$c")s; of a snapshot made by hand $(tail -n 1 "$work/s/backup_refsnap_$c")s); bpc-ovz ssh $(tail -n 1 "$work/s/backup_bpc_$c")s (client CPU $(tail -n 1 "$work/s/backup_bpc_cpu_$c")s; its snapshot command ${snap_ms:-?} ms); bench-exec $(tail -n 1 "$work/s/backup_relay_$c")s"
 			echo "      bpc-ovz: $bd"
 		done
 	done
@@ -722,6 +739,9 @@ if want backup; then
 		row "… client-side CPU, rsync receiver + transport (s)" "$cb" "$cr" "$(ratio "$cb" "$cr")×" "—" "—"
 		row "… its transfer step only (rsync from the snapshot) (s)" "$rt" "$rr" "$(ratio "$rt" "$rr")×" "—" "—"
 		row "… same rsync of the live tree, bench-exec as -e (s)" "$rl" "$rr" "$(ratio "$rl" "$rr")×" "—" "—"
+		rs=$(med "backup_refsnap_$c")
+		row "… vs rsync -e ssh of a snapshot of the same LV made and mounted by hand (its lvcreate, mount, umount, lvremove not timed) (s)" "$rb" "$rs" "$(ratio "$rb" "$rs")×" "—" "—"
+		row "… its transfer step only, vs that (s)" "$rt" "$rs" "$(ratio "$rt" "$rs")×" "—" "—"
 	done
 fi
 if want vm && [ -z "$vm_skip" ]; then
