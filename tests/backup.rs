@@ -92,6 +92,7 @@ fn bpc4_protect_args_full_then_incremental() {
 
     // Incremental after changes inside the VE.
     hn1.exec_ok("echo changed > /vz/root/101/home/u/file; echo new > /vz/root/101/home/u/new; rm -f /vz/root/101/var/www/index.html");
+    wait_for_a_newer_counter(hn1, 101, &dest);
     let o = bed.rsync_bpc4("ve101.example.com", "/", &dest, true, &[]);
     assert_ok(&o, "incremental backup");
     assert!(hn1.ve_running(101));
@@ -136,6 +137,7 @@ fn a_ve_whose_init_is_slow_to_come_up_runs_on_its_private_area() {
     wait_until("the slow init's boot file", 30, || boot.exists());
 
     hn1.exec_ok("echo new > /vz/root/101/home/u/new");
+    wait_for_a_newer_counter(hn1, 101, &dest);
     let o = bed.rsync_bpc4("ve101.example.com", "/", &dest, true, &[]);
     assert_ok(&o, "incremental backup");
     check_clean(hn1);

@@ -1377,6 +1377,7 @@ fn choreography(n: &dyn Node, config: &Path, scratch: &Path) -> Vec<Observed> {
         "echo changed > /vz/root/301/home/u/file; echo new > /vz/root/301/home/u/new; \
          rm -f /vz/root/301/var/www/index.html",
     );
+    wait_for_a_newer_counter(n, 301, &d301);
     let o = rsync_bpc4(config, "ve301.example.com", "/", &d301, true, &[]);
     step(
         "incremental backup, running VE",

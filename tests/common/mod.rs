@@ -954,3 +954,26 @@ pub fn info_level(config: &Path) {
     let text = std::fs::read_to_string(config).expect("config");
     std::fs::write(config, text.replace("level: debug", "level: info")).expect("config");
 }
+
+/// Before an incremental of a running VE whose previous backup is under `dest`: waits until the
+/// VE has rewritten its ticker counter in a later wall-clock second than the counter in `dest`.
+/// rsync's quick check (what an incremental uses) compares size and mtime in whole seconds, and the
+/// counter keeps its size for a while ("15\n", "26\n"). If the incremental's stop fell in the same
+/// second as the previous backup's, rsync would rightly skip the counter, and the freeze check
+/// after it would compare against a stale file (seen once in the VM tier: two stops 0.7 s apart).
+pub fn wait_for_a_newer_counter(n: &dyn Node, veid: u32, dest: &Path) {
+    let backed_up = std::fs::metadata(dest.join("var/lib/ticker/counter"))
+        .expect("the ticker's counter in the previous backup")
+        .mtime();
+    let live = format!("stat -c %Y /vz/private/{veid}/var/lib/ticker/counter");
+    wait_until(
+        &format!("VE {veid} rewriting its counter after second {backed_up}"),
+        30,
+        || {
+            n.exec_ok(&live)
+                .trim()
+                .parse::<i64>()
+                .is_ok_and(|s| s > backed_up)
+        },
+    );
+}
