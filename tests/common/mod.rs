@@ -960,7 +960,8 @@ pub fn info_level(config: &Path) {
 /// rsync's quick check (what an incremental uses) compares size and mtime in whole seconds, and the
 /// counter keeps its size for a while ("15\n", "26\n"). If the incremental's stop fell in the same
 /// second as the previous backup's, rsync would rightly skip the counter, and the freeze check
-/// after it would compare against a stale file (seen once in the VM tier: two stops 0.7 s apart).
+/// after it would compare against a stale file (seen once in CI, in the simulated-HN half of
+/// tests/vm.rs's choreography: two stops 0.7 s apart).
 pub fn wait_for_a_newer_counter(n: &dyn Node, veid: u32, dest: &Path) {
     let backed_up = std::fs::metadata(dest.join("var/lib/ticker/counter"))
         .expect("the ticker's counter in the previous backup")
